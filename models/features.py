@@ -1,0 +1,246 @@
+"""Behaviour features computed incrementally from per-card and per-terminal state.
+
+The streaming worker and the offline trainer both call the functions here, in the same order, so a
+model is trained on exactly the feature values it will see when scoring. For every transaction the
+features are read from the state as it was *before* the transaction (the handbook's card windows
+still include the transaction itself), then the state is updated.
+
+Terminal risk uses fraud labels, which arrive late (chargebacks, analyst verdicts). A label enters the
+terminal's state only when its feedback event arrives, and counts only for transactions at least
+``label_delay_days`` old, so no feature ever reads a label that could not be known at scoring time.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+DAY = 86_400.0
+WINDOWS_DAYS = (1, 7, 30)
+DEFAULT_LABEL_DELAY_DAYS = 7
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One model input: its column name, and how an analyst reads it (``{value}`` is filled in)."""
+
+    name: str
+    reason: str
+
+
+def _card_features() -> list[Feature]:
+    features = []
+    for days in WINDOWS_DAYS:
+        features.append(Feature(f"card_tx_count_{days}d", f"card made {{value:.0f}} transactions in the last {days} day(s)"))
+        features.append(Feature(f"card_avg_amount_{days}d", f"card's average amount over {days} day(s) is {{value:.2f}}"))
+    return features
+
+
+def _terminal_features() -> list[Feature]:
+    features = []
+    for days in WINDOWS_DAYS:
+        features.append(Feature(f"terminal_tx_count_{days}d", f"terminal had {{value:.0f}} transactions in the {days} day(s) before the label delay"))
+        features.append(Feature(f"terminal_fraud_rate_{days}d", f"{{value:.1%}} of the terminal's transactions in the {days} day(s) before the label delay were confirmed fraud"))
+    return features
+
+
+FEATURES: tuple[Feature, ...] = (
+    Feature("amount", "amount is {value:.2f}"),
+    Feature("is_weekend", "made at the weekend ({value:.0f})"),
+    Feature("is_night", "made at night, before 07:00 ({value:.0f})"),
+    *_card_features(),
+    *_terminal_features(),
+)
+FEATURE_NAMES: tuple[str, ...] = tuple(feature.name for feature in FEATURES)
+N_CARD_FEATURES = 2 * len(WINDOWS_DAYS)
+N_TERMINAL_FEATURES = 2 * len(WINDOWS_DAYS)
+
+
+def _count_in(times: list[float], lo: float, hi: float) -> int:
+    """Number of sorted ``times`` in the half-open interval (lo, hi]."""
+    return bisect_right(times, hi) - bisect_right(times, lo)
+
+
+class CardState:
+    """A card's recent transactions (event time in epoch seconds, amount), sorted by time.
+
+    >>> state = CardState()
+    >>> state.update(0.0, 10.0)
+    >>> state.features(3_600.0, 30.0)[:2]
+    [2.0, 20.0]
+    """
+
+    __slots__ = ("times", "amounts")
+
+    def __init__(self, times: list[float] | None = None, amounts: list[float] | None = None) -> None:
+        self.times: list[float] = times if times is not None else []
+        self.amounts: list[float] = amounts if amounts is not None else []
+
+    def features(self, time: float, amount: float) -> list[float]:
+        """Count and average amount per window, ending at ``time`` and including this transaction."""
+        hi = bisect_right(self.times, time)
+        values = []
+        for days in WINDOWS_DAYS:
+            lo = bisect_right(self.times, time - days * DAY)
+            count = hi - lo + 1
+            values.append(float(count))
+            values.append((math.fsum(self.amounts[lo:hi]) + amount) / count)
+        return values
+
+    def update(self, time: float, amount: float) -> None:
+        """Record a transaction (late ones are inserted in time order) and forget what no window needs."""
+        if self.times and time < self.times[-1]:
+            index = bisect_right(self.times, time)
+            self.times.insert(index, time)
+            self.amounts.insert(index, amount)
+        else:
+            self.times.append(time)
+            self.amounts.append(amount)
+        horizon = self.times[-1] - max(WINDOWS_DAYS) * DAY
+        drop = bisect_right(self.times, horizon)
+        if drop:
+            del self.times[:drop]
+            del self.amounts[:drop]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"times": self.times, "amounts": self.amounts}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> CardState:
+        if not data:
+            return cls()
+        return cls(list(data["times"]), list(data["amounts"]))
+
+
+class TerminalState:
+    """A terminal's recent transactions and the fraud labels that have arrived for them.
+
+    ``fraud_times`` holds the event times of transactions confirmed as fraud; a label counts in a
+    window only once the transaction is ``label_delay_days`` old.
+
+    >>> state = TerminalState()
+    >>> state.update(0.0, "t1")
+    >>> state.label("t1", True)
+    True
+    >>> state.features(8 * DAY, label_delay_days=7)[:2]
+    [1.0, 1.0]
+    """
+
+    __slots__ = ("times", "tx_ids", "fraud_times", "fraud_ids")
+
+    def __init__(
+        self,
+        times: list[float] | None = None,
+        tx_ids: list[str] | None = None,
+        fraud_times: list[float] | None = None,
+        fraud_ids: list[str] | None = None,
+    ) -> None:
+        self.times: list[float] = times if times is not None else []
+        self.tx_ids: list[str] = tx_ids if tx_ids is not None else []
+        self.fraud_times: list[float] = fraud_times if fraud_times is not None else []
+        self.fraud_ids: list[str] = fraud_ids if fraud_ids is not None else []
+
+    def features(self, time: float, label_delay_days: float = DEFAULT_LABEL_DELAY_DAYS) -> list[float]:
+        """Transaction count and confirmed-fraud share per window, shifted back by the label delay."""
+        hi = time - label_delay_days * DAY
+        values = []
+        for days in WINDOWS_DAYS:
+            lo = hi - days * DAY
+            count = _count_in(self.times, lo, hi)
+            frauds = _count_in(self.fraud_times, lo, hi)
+            values.append(float(count))
+            values.append(frauds / count if count else 0.0)
+        return values
+
+    def update(self, time: float, tx_id: str, label_delay_days: float = DEFAULT_LABEL_DELAY_DAYS) -> None:
+        """Record a transaction and forget what no window (nor a late label for it) needs."""
+        index = bisect_right(self.times, time)
+        self.times.insert(index, time)
+        self.tx_ids.insert(index, tx_id)
+        horizon = self.times[-1] - (max(WINDOWS_DAYS) + label_delay_days) * DAY
+        drop = bisect_right(self.times, horizon)
+        if drop:
+            del self.times[:drop]
+            del self.tx_ids[:drop]
+            keep = bisect_right(self.fraud_times, horizon)
+            del self.fraud_times[:keep]
+            del self.fraud_ids[:keep]
+
+    def label(self, tx_id: str, is_fraud: bool) -> bool:
+        """Apply a fraud label; the latest verdict for a transaction wins and a repeat changes nothing.
+
+        Returns False when the transaction is not (or no longer) in this terminal's history.
+        """
+        try:
+            position = self.tx_ids.index(tx_id)
+        except ValueError:
+            return False
+        time = self.times[position]
+        if tx_id in self.fraud_ids:
+            if not is_fraud:
+                index = self.fraud_ids.index(tx_id)
+                del self.fraud_ids[index]
+                del self.fraud_times[index]
+            return True
+        if is_fraud:
+            index = bisect_left(self.fraud_times, time)
+            self.fraud_times.insert(index, time)
+            self.fraud_ids.insert(index, tx_id)
+        return True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "times": self.times,
+            "tx_ids": self.tx_ids,
+            "fraud_times": self.fraud_times,
+            "fraud_ids": self.fraud_ids,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> TerminalState:
+        if not data:
+            return cls()
+        return cls(list(data["times"]), list(data["tx_ids"]), list(data["fraud_times"]), list(data["fraud_ids"]))
+
+
+def card_step(state: CardState, time: float, amount: float) -> list[float]:
+    """Card features of a transaction, then the transaction recorded: the one order both paths use."""
+    values = state.features(time, amount)
+    state.update(time, amount)
+    return values
+
+
+def terminal_step(state: TerminalState, time: float, tx_id: str, label_delay_days: float) -> list[float]:
+    """Terminal features of a transaction, then the transaction recorded: the one order both paths use."""
+    values = state.features(time, label_delay_days)
+    state.update(time, tx_id, label_delay_days)
+    return values
+
+
+def calendar_features(time: float) -> list[float]:
+    """Weekend (Saturday/Sunday) and night (hour 0-6) flags of an epoch time, read in UTC."""
+    moment = datetime.fromtimestamp(time, tz=timezone.utc)
+    return [float(moment.weekday() >= 5), float(moment.hour <= 6)]
+
+
+def feature_vector(time: float, amount: float, card: list[float], terminal: list[float]) -> list[float]:
+    """The model's input row, in ``FEATURE_NAMES`` order."""
+    return [amount, *calendar_features(time), *card, *terminal]
+
+
+__all__ = [
+    "DAY",
+    "DEFAULT_LABEL_DELAY_DAYS",
+    "FEATURES",
+    "FEATURE_NAMES",
+    "CardState",
+    "Feature",
+    "TerminalState",
+    "calendar_features",
+    "card_step",
+    "feature_vector",
+    "terminal_step",
+]
