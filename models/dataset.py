@@ -23,7 +23,7 @@ def normalize(raw: pd.DataFrame) -> pd.DataFrame:
     Returns columns ``tx_id, time, card_id, terminal_id, amount`` and, when the file has them,
     ``label`` (1 = fraud) and ``scenario`` (ground truth for analysis only, never a model input).
 
-    >>> raw = pd.DataFrame({"TRANSACTION_ID": [1, 0], "TX_DATETIME": pd.to_datetime(["2018-04-01 00:00:10", "2018-04-01"]),
+    >>> raw = pd.DataFrame({"TRANSACTION_ID": [1, 0], "TX_DATETIME": pd.to_datetime(["2018-04-01 00:00:10", "2018-04-01 00:00:00"]),
     ...                     "CUSTOMER_ID": [7, 7], "TERMINAL_ID": [3, 4], "TX_AMOUNT": [5.0, 2.5]})
     >>> normalize(raw)[["tx_id", "time", "card_id"]].values.tolist()
     [['0', 1522540800.0, '7'], ['1', 1522540810.0, '7']]

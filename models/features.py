@@ -125,7 +125,7 @@ class TerminalState:
     >>> state.update(0.0, "t1")
     >>> state.label("t1", True)
     True
-    >>> state.features(8 * DAY, label_delay_days=7)[:2]
+    >>> state.features(7.5 * DAY, label_delay_days=7)[:2]
     [1.0, 1.0]
     """
 

@@ -37,7 +37,7 @@ def replay_features(
     ``frame`` comes from :func:`models.dataset.normalize`, sorted by time. Its ``label`` column, when present,
     is replayed as delayed feedback; the label of a transaction never reaches its own features.
 
-    >>> frame = pd.DataFrame({"tx_id": ["a", "b"], "time": [0.0, 8 * DAY], "card_id": ["c", "c"],
+    >>> frame = pd.DataFrame({"tx_id": ["a", "b"], "time": [0.0, 7.5 * DAY], "card_id": ["c", "c"],
     ...                       "terminal_id": ["t", "t"], "amount": [10.0, 30.0], "label": [1, 0]})
     >>> features = replay_features(frame)
     >>> dict(zip(FEATURE_NAMES, features[1].tolist()))["terminal_fraud_rate_1d"]
