@@ -1,0 +1,13 @@
+"""The DuckDB audit store: every decision and label, queryable by analysts while the writer runs.
+
+Read in this order: ``schema`` (columns, tables, segment files, views), ``store`` (``AuditStore``, the one
+writer: idempotent Arrow inserts, Parquet export), ``reader`` (``connect``/``query`` over the exports).
+Nothing here imports the stream: the stream hands decoded records to ``AuditStore`` and commits its offsets
+after ``flush()``; training reads through ``audit.reader``.
+"""
+
+from audit.exceptions import AuditError, InvalidRecordError, StoreLockedError
+from audit.reader import connect, query
+from audit.store import AuditStore, FlushResult
+
+__all__ = ["AuditError", "AuditStore", "FlushResult", "InvalidRecordError", "StoreLockedError", "connect", "query"]

@@ -1,0 +1,77 @@
+"""Analysts' and training's access to the audit store, safe while the writer runs.
+
+Readers never open ``writer.duckdb`` (DuckDB would refuse while the writer holds it): they get an in-memory
+connection whose views read the writer's Parquet segments, the same views ``catalog.duckdb`` holds. Data is
+as fresh as the writer's last export (its ``export_interval_s``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from audit.exceptions import AuditError
+from audit.schema import SEGMENTS_DIR, TABLES, segment_name, view_statements
+
+__all__ = ["connect", "query"]
+
+_READ_ONLY = frozenset(
+    {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN, duckdb.StatementType.PRAGMA}
+)
+
+
+def connect(root: str | Path) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the store's views: decisions, reasons, labels, alerts, decisions_labelled.
+
+    The caller closes it. Writes through it land in memory only, never in the store.
+
+    >>> import tempfile
+    >>> from audit.store import AuditStore
+    >>> root = tempfile.mkdtemp()
+    >>> AuditStore(root).close()
+    >>> with connect(root) as con:
+    ...     con.sql("SELECT count(*) FROM alerts").fetchall()
+    [(0,)]
+    """
+    root = Path(root).absolute()
+    missing = [table for table in TABLES if not (root / SEGMENTS_DIR / table / segment_name(0, 0)).exists()]
+    if missing:
+        raise AuditError(f"no audit store at {root} (no segments for {', '.join(missing)}): start its writer once")
+    con = duckdb.connect()
+    try:
+        for statement in view_statements(root):
+            con.execute(statement)
+    except duckdb.Error as exc:
+        con.close()
+        raise AuditError(f"cannot define the audit views over {root}: {exc}") from exc
+    return con
+
+
+def query(root: str | Path, sql: str) -> pa.Table:
+    """Run one read-only statement (SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN, PRAGMA) on the store's views.
+
+    >>> import tempfile
+    >>> from audit.store import AuditStore
+    >>> root = tempfile.mkdtemp()
+    >>> AuditStore(root).close()
+    >>> query(root, "SELECT count(*) AS n FROM decisions_labelled").column("n").to_pylist()
+    [0]
+    >>> query(root, "DELETE FROM decisions")
+    Traceback (most recent call last):
+    ...
+    audit.exceptions.AuditError: only one read-only statement is allowed, got DELETE
+    """
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise AuditError(f"cannot parse the query: {exc}") from exc
+    if len(statements) != 1 or statements[0].type not in _READ_ONLY:
+        kinds = ", ".join(statement.type.name for statement in statements) or "nothing"
+        raise AuditError(f"only one read-only statement is allowed, got {kinds}")
+    with connect(root) as con:
+        try:
+            return con.sql(sql).to_arrow_table()
+        except duckdb.Error as exc:
+            raise AuditError(f"query failed: {exc}") from exc
