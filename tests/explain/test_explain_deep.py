@@ -1,0 +1,264 @@
+"""The explainer on a real (tiny) trained network: exact additivity, sensible reasons, no side effects."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional
+
+from explain import ExplainError, Explainer, Explanation, check_additivity
+from models.features import FEATURE_NAMES
+
+TOLERANCE = 1e-4
+N_FEATURES = len(FEATURE_NAMES)
+SCALES = np.linspace(0.5, 20.0, N_FEATURES)
+
+
+@dataclass
+class TinyArtifact:
+    """The parts of a model artifact the explainer reads: a network over standardised features."""
+
+    network: nn.Module
+    feature_names: tuple[str, ...]
+    background: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+
+    def scale(self, x_raw: np.ndarray) -> np.ndarray:
+        return ((x_raw - self.mean) / self.std).astype(np.float32)
+
+    def logits(self, x_raw: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return self.network(torch.from_numpy(self.scale(x_raw))).numpy().reshape(-1)
+
+
+def raw_rows(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Raw feature rows on their natural scales; only the amount (feature 0) decides the label."""
+    rows = rng.normal(size=(n, N_FEATURES)) * SCALES + 5.0
+    rows[:, 0] = rng.lognormal(mean=3.5, sigma=1.0, size=n)
+    return rows
+
+
+def mlp(*widths: int, inplace: bool = False) -> nn.Sequential:
+    """A seeded Linear/ReLU stack, e.g. ``mlp(15, 32, 1)``; by default the scoring network's shape."""
+    torch.manual_seed(0)
+    widths = widths or (N_FEATURES, 32, 16, 1)
+    layers: list[nn.Module] = []
+    for fan_in, fan_out in zip(widths, widths[1:]):
+        layers += [nn.Linear(fan_in, fan_out), nn.ReLU(inplace=inplace)]
+    return nn.Sequential(*layers[:-1])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny networks run fastest on one thread, and a busy machine makes two threads far slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def artifact(one_torch_thread) -> TinyArtifact:
+    rng = np.random.default_rng(7)
+    x = raw_rows(rng, 2_000)
+    y = (np.log(x[:, 0]) + 0.2 * rng.normal(size=len(x)) > np.log(80.0)).astype(np.float32)
+    mean, std = x.mean(axis=0), x.std(axis=0)
+    network = mlp()
+    inputs, targets = torch.from_numpy(((x - mean) / std).astype(np.float32)), torch.from_numpy(y)[:, None]
+    optimizer = torch.optim.Adam(network.parameters(), lr=3e-3, weight_decay=1e-2)
+    for _ in range(300):
+        optimizer.zero_grad()
+        functional.binary_cross_entropy_with_logits(network(inputs), targets).backward()
+        optimizer.step()
+    return TinyArtifact(network.eval(), FEATURE_NAMES, x[:200], mean, std)
+
+
+@pytest.fixture(scope="module")
+def explainer(artifact: TinyArtifact) -> Explainer:
+    return Explainer.for_artifact(artifact, tolerance=TOLERANCE)
+
+
+@pytest.fixture(scope="module")
+def batch(artifact: TinyArtifact) -> np.ndarray:
+    return raw_rows(np.random.default_rng(11), 64)
+
+
+@pytest.fixture(scope="module")
+def explained(explainer: Explainer, artifact: TinyArtifact, batch: np.ndarray) -> list[Explanation]:
+    return explain(explainer, artifact, batch)
+
+
+def explain(explainer: Explainer, artifact: TinyArtifact, rows: np.ndarray) -> list[Explanation]:
+    return explainer.explain(rows, artifact.scale(rows))
+
+
+def test_values_add_up_to_the_logit_for_every_row(explained, artifact, batch):
+    gaps = np.array([explanation.additivity_gap for explanation in explained])
+    assert len(explained) == 64
+    assert check_additivity(explained, TOLERANCE) == []
+    assert gaps.max() <= TOLERANCE
+    assert gaps.max() < 1e-9, "the float64 copy keeps the gap at rounding level (float32 reaches ~1e-5)"
+    # the float64 copy scores as the float32 network does, so the explained logit is the real score
+    outputs = np.array([explanation.output for explanation in explained])
+    np.testing.assert_allclose(outputs, artifact.logits(batch), atol=1e-4)
+    assert np.ptp(outputs) > 5.0, "the batch should span low and high scores"
+
+
+def test_base_value_is_the_mean_background_logit(explainer, artifact):
+    assert explainer.base_value == pytest.approx(artifact.logits(artifact.background).mean(), abs=1e-4)
+
+
+def test_reasons_are_ordered_by_absolute_contribution(explained):
+    for explanation in explained:
+        sizes = [abs(reason.contribution) for reason in explanation.reasons()]
+        assert sizes == sorted(sizes, reverse=True)
+        assert len(sizes) == N_FEATURES
+        assert explanation.reasons(top=3) == explanation.reasons()[:3]
+
+
+def test_the_amount_is_the_top_reason_for_high_scoring_rows(explained):
+    high = [explanation for explanation in explained if explanation.probability > 0.9]
+    assert len(high) >= 5
+    for explanation in high:
+        top = explanation.reasons(top=1)[0]
+        assert top.feature == "amount"
+        assert top.contribution > 0
+        assert top.value == explanation.data[0] > 80.0
+        assert top.label == f"amount is {top.value:.2f}"
+
+
+def test_the_same_input_gives_the_same_explanation(explainer, artifact, batch):
+    first = explain(explainer, artifact, batch[:16])
+    again = explain(explainer, artifact, batch[:16])
+    rebuilt = explain(Explainer.for_artifact(artifact, tolerance=TOLERANCE), artifact, batch[:16])
+    for one, two, three in zip(first, again, rebuilt):
+        assert np.array_equal(one.values, two.values) and np.array_equal(one.values, three.values)
+        assert one.output == two.output == three.output
+        assert one.base_value == two.base_value == three.base_value
+        assert one.reasons() == two.reasons() == three.reasons()
+
+
+def test_a_broken_explainer_is_caught_at_the_tolerance(explainer, artifact, batch):
+    good = explain(explainer, artifact, batch[:8])
+    assert check_additivity(good, TOLERANCE) == []
+
+    shifted_base = [replace(explanation, base_value=explanation.base_value + 0.01) for explanation in good]
+    assert check_additivity(shifted_base, TOLERANCE) == list(range(8))
+
+    def nudge_row_3(by: float) -> list[Explanation]:
+        values = good[3].values.copy()
+        values[5] += by
+        return [*good[:3], replace(good[3], values=values), *good[4:]]
+
+    assert check_additivity(nudge_row_3(2 * TOLERANCE), TOLERANCE) == [3]
+    # half the tolerance passes: the check is exactly as strict as named, no looser
+    assert check_additivity(nudge_row_3(TOLERANCE / 2), TOLERANCE) == []
+
+
+def test_an_explainer_with_a_wrong_base_value_logs_its_failures(artifact, batch, caplog):
+    broken = Explainer.for_artifact(artifact, tolerance=TOLERANCE)
+    broken.base_value += 0.01
+    with caplog.at_level(logging.WARNING, logger="explain.deep"):
+        explanations = explain(broken, artifact, batch[:16])
+    assert check_additivity(explanations, TOLERANCE) == list(range(16))
+    assert all(explanation.additivity_gap == pytest.approx(0.01, abs=1e-9) for explanation in explanations)
+    assert "16 of 16 explanations exceed the additivity tolerance" in caplog.text
+
+
+def test_a_single_row_is_explained_like_the_same_row_in_a_batch(explainer, explained, artifact, batch):
+    for shape in [(N_FEATURES,), (1, N_FEATURES)]:
+        row = batch[5].reshape(shape)
+        [single] = explainer.explain(row, artifact.scale(row))
+        np.testing.assert_allclose(single.values, explained[5].values, rtol=0, atol=1e-12)
+        assert single.output == pytest.approx(explained[5].output, abs=1e-12)
+        assert single.additivity_gap <= TOLERANCE
+
+
+def test_given_logits_are_the_explained_output(explainer, artifact, batch):
+    scores = artifact.logits(batch[:16])
+    explanations = explainer.explain(batch[:16], artifact.scale(batch[:16]), logits=scores[:, None])
+    assert [explanation.output for explanation in explanations] == scores.astype(np.float64).tolist()
+    # float32 scores differ from the float64 copy by rounding only
+    assert check_additivity(explanations, TOLERANCE) == []
+
+
+def test_explaining_leaves_the_network_untouched(artifact, batch):
+    network = mlp()
+    network.train()
+    inputs = torch.from_numpy(artifact.scale(batch))
+    with torch.no_grad():
+        before = network(inputs)
+    explainer = Explainer(network, artifact.scale(artifact.background), FEATURE_NAMES, tolerance=TOLERANCE)
+    explain(explainer, artifact, batch[:4])
+    with torch.no_grad():
+        after = network(inputs)
+    assert torch.equal(before, after)
+    assert network.training
+    for module in network.modules():
+        assert not module._forward_hooks and not module._backward_hooks and not module._forward_pre_hooks
+        assert not hasattr(module, "x") and not hasattr(module, "y")
+    assert all(parameter.dtype == torch.float32 and parameter.requires_grad for parameter in network.parameters())
+
+
+def test_explaining_works_under_inference_mode(explainer, artifact, batch):
+    with torch.inference_mode():
+        explanations = explain(explainer, artifact, batch[:4])
+    assert check_additivity(explanations, TOLERANCE) == []
+
+
+def test_in_place_activations_are_explained_on_a_copy(artifact, batch):
+    network = mlp(N_FEATURES, 8, 1, inplace=True)
+    explainer = Explainer(network, artifact.scale(artifact.background), FEATURE_NAMES, tolerance=TOLERANCE)
+    assert check_additivity(explain(explainer, artifact, batch[:16]), TOLERANCE) == []
+    assert network[1].inplace
+
+
+class FunctionalReLU(nn.Module):
+    """ReLU called as a function: shap cannot see it, so its DeepLIFT values do not add up."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hidden, self.out = nn.Linear(N_FEATURES, 8), nn.Linear(8, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(functional.relu(self.hidden(x)))
+
+
+def test_a_network_that_cannot_add_up_is_refused(artifact):
+    torch.manual_seed(0)
+    with pytest.raises(ExplainError, match="not exactly explainable"):
+        Explainer(FunctionalReLU(), artifact.scale(artifact.background), FEATURE_NAMES, tolerance=TOLERANCE)
+
+
+def test_a_network_without_one_logit_per_row_is_refused(artifact):
+    with pytest.raises(ExplainError, match=r"\(N, 1\) logits"):
+        Explainer(mlp(N_FEATURES, 2), artifact.scale(artifact.background), FEATURE_NAMES)
+
+
+def test_features_without_a_template_read_name_equals_value(artifact):
+    names = ("amount", "merchant_risk")
+    network = mlp(2, 1)
+    explainer = Explainer(network, np.zeros((3, 2)), names, reason_templates={"amount": "spent {value:.1f}"})
+    [explanation] = explainer.explain(np.array([12.0, 0.5]), np.array([1.0, 2.0]))
+    assert sorted(reason.label for reason in explanation.reasons()) == ["merchant_risk = 0.5", "spent 12.0"]
+
+
+def test_a_template_that_cannot_be_filled_is_refused_at_build():
+    with pytest.raises(ExplainError, match="amount"):
+        Explainer(mlp(1, 1), np.zeros((2, 1)), ["amount"], reason_templates={"amount": "{amount}"})
+
+
+def test_inputs_of_the_wrong_shape_are_refused(explainer, artifact, batch):
+    with pytest.raises(ExplainError, match="expected"):
+        explainer.explain(batch[:, :3], artifact.scale(batch)[:, :3])
+    with pytest.raises(ExplainError, match="rows"):
+        explainer.explain(batch[:2], artifact.scale(batch[:3]))
+    with pytest.raises(ExplainError, match="logits"):
+        explainer.explain(batch[:2], artifact.scale(batch[:2]), logits=np.zeros(3))
+    assert explainer.explain(batch[:0], artifact.scale(batch[:0])) == []
