@@ -118,92 +118,98 @@ class CardState:
 class TerminalState:
     """A terminal's recent transactions and the fraud labels that have arrived for them.
 
-    ``fraud_times`` holds the event times of transactions confirmed as fraud; a label counts in a
-    window only once the transaction is ``label_delay_days`` old.
+    A fraud label counts in a window once its transaction is ``label_delay_days`` old *and* the label had
+    been reported by the time of the transaction being scored, so the result does not depend on the order in
+    which labels and transactions happen to be processed. A label for a transaction the terminal has not seen
+    yet waits (``pending``) until the transaction arrives.
 
     >>> state = TerminalState()
     >>> state.update(0.0, "t1")
-    >>> state.label("t1", True)
+    >>> state.label("t1", True, reported=7 * DAY)
     True
     >>> state.features(7.5 * DAY, label_delay_days=7)[:2]
     [1.0, 1.0]
+    >>> state.features(0.5 * DAY, label_delay_days=0)[:2]  # the label was reported later than this
+    [1.0, 0.0]
     """
 
-    __slots__ = ("times", "tx_ids", "fraud_times", "fraud_ids")
+    __slots__ = ("times", "tx_ids", "frauds", "pending")
 
     def __init__(
         self,
         times: list[float] | None = None,
         tx_ids: list[str] | None = None,
-        fraud_times: list[float] | None = None,
-        fraud_ids: list[str] | None = None,
+        frauds: list[list[Any]] | None = None,
+        pending: list[list[Any]] | None = None,
     ) -> None:
         self.times: list[float] = times if times is not None else []
         self.tx_ids: list[str] = tx_ids if tx_ids is not None else []
-        self.fraud_times: list[float] = fraud_times if fraud_times is not None else []
-        self.fraud_ids: list[str] = fraud_ids if fraud_ids is not None else []
+        # [transaction time, reported time, tx_id] of confirmed frauds, sorted by transaction time
+        self.frauds: list[list[Any]] = frauds if frauds is not None else []
+        # [tx_id, is_fraud, reported time] of labels whose transaction has not arrived yet
+        self.pending: list[list[Any]] = pending if pending is not None else []
 
     def features(self, time: float, label_delay_days: float = DEFAULT_LABEL_DELAY_DAYS) -> list[float]:
         """Transaction count and confirmed-fraud share per window, shifted back by the label delay."""
         hi = time - label_delay_days * DAY
+        fraud_times = [fraud[0] for fraud in self.frauds if fraud[1] <= time]
         values = []
         for days in WINDOWS_DAYS:
             lo = hi - days * DAY
             count = _count_in(self.times, lo, hi)
-            frauds = _count_in(self.fraud_times, lo, hi)
+            frauds = _count_in(fraud_times, lo, hi)
             values.append(float(count))
             values.append(frauds / count if count else 0.0)
         return values
 
     def update(self, time: float, tx_id: str, label_delay_days: float = DEFAULT_LABEL_DELAY_DAYS) -> None:
-        """Record a transaction and forget what no window (nor a late label for it) needs."""
+        """Record a transaction (a repeat of a known tx_id changes nothing) and forget what no window needs."""
+        if tx_id in self.tx_ids:
+            return
         index = bisect_right(self.times, time)
         self.times.insert(index, time)
         self.tx_ids.insert(index, tx_id)
+        for waiting in [entry for entry in self.pending if entry[0] == tx_id]:
+            self.pending.remove(waiting)
+            self.label(tx_id, waiting[1], waiting[2])
         horizon = self.times[-1] - (max(WINDOWS_DAYS) + label_delay_days) * DAY
         drop = bisect_right(self.times, horizon)
         if drop:
             del self.times[:drop]
             del self.tx_ids[:drop]
-            keep = bisect_right(self.fraud_times, horizon)
-            del self.fraud_times[:keep]
-            del self.fraud_ids[:keep]
+            self.frauds = [fraud for fraud in self.frauds if fraud[0] > horizon]
+        self.pending = [entry for entry in self.pending if entry[2] > horizon]
 
-    def label(self, tx_id: str, is_fraud: bool) -> bool:
-        """Apply a fraud label; the latest verdict for a transaction wins and a repeat changes nothing.
+    def label(self, tx_id: str, is_fraud: bool, reported: float) -> bool:
+        """Apply a label reported at ``reported`` (epoch seconds); the latest report for a transaction wins.
 
-        Returns False when the transaction is not (or no longer) in this terminal's history.
+        Returns False when the transaction is not in this terminal's history: the label then waits for it.
         """
         try:
             position = self.tx_ids.index(tx_id)
         except ValueError:
+            self.pending = [entry for entry in self.pending if entry[0] != tx_id or entry[2] > reported]
+            if not any(entry[0] == tx_id for entry in self.pending):
+                self.pending.append([tx_id, bool(is_fraud), reported])
             return False
-        time = self.times[position]
-        if tx_id in self.fraud_ids:
-            if not is_fraud:
-                index = self.fraud_ids.index(tx_id)
-                del self.fraud_ids[index]
-                del self.fraud_times[index]
+        known = [fraud for fraud in self.frauds if fraud[2] == tx_id]
+        if known and known[0][1] > reported:
             return True
+        self.frauds = [fraud for fraud in self.frauds if fraud[2] != tx_id]
         if is_fraud:
-            index = bisect_left(self.fraud_times, time)
-            self.fraud_times.insert(index, time)
-            self.fraud_ids.insert(index, tx_id)
+            time = self.times[position]
+            index = bisect_right([fraud[0] for fraud in self.frauds], time)
+            self.frauds.insert(index, [time, reported, tx_id])
         return True
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "times": self.times,
-            "tx_ids": self.tx_ids,
-            "fraud_times": self.fraud_times,
-            "fraud_ids": self.fraud_ids,
-        }
+        return {"times": self.times, "tx_ids": self.tx_ids, "frauds": self.frauds, "pending": self.pending}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> TerminalState:
         if not data:
             return cls()
-        return cls(list(data["times"]), list(data["tx_ids"]), list(data["fraud_times"]), list(data["fraud_ids"]))
+        return cls(list(data["times"]), list(data["tx_ids"]), [list(f) for f in data["frauds"]], [list(p) for p in data["pending"]])
 
 
 def card_step(state: CardState, time: float, amount: float) -> list[float]:

@@ -65,7 +65,7 @@ def replay_features(
         time = times[row]
         while next_label < len(fraud_rows) and label_times[next_label] <= time:
             labelled = fraud_rows[next_label]
-            terminal_states[terminals[labelled]].label(tx_ids[labelled], True)
+            terminal_states[terminals[labelled]].label(tx_ids[labelled], True, label_times[next_label])
             next_label += 1
         terminal = terminal_step(terminal_states[terminals[row]], time, tx_ids[row], label_delay_days)
         card = card_step(card_states[cards[row]], time, amounts[row])
