@@ -78,7 +78,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "reasons": [REASON, {**REASON, "feature": "card_tx_count_1d", "contribution": 0.5}],
     },
     "TerminalEvent": {"transaction": None, "feedback": FEEDBACK},
-    "EnrichedTransaction": {"transaction": TRANSACTION, "terminal_features": [0.0, 2.0, 0.25]},
+    "EnrichedTransaction": {"transaction": TRANSACTION, "card_features": [1.0, 20.0, 3.0, 15.5, 9.0, 18.25]},
 }
 SCHEMAS = sorted(SAMPLES)
 
@@ -104,10 +104,12 @@ def test_confluent_header_names_the_schema_id(name):
 
 def test_terminal_event_with_a_transaction_and_defaults_filled():
     codec = AvroCodec("TerminalEvent")
-    decoded = codec.decode(codec.encode({"transaction": {k: TRANSACTION[k] for k in list(TRANSACTION)[:5]}}))
+    minimal = {k: TRANSACTION[k] for k in list(TRANSACTION)[:5]}
+    decoded = codec.decode(codec.encode({"transaction": {"transaction": minimal, "card_features": [1.0]}}))
     assert decoded["feedback"] is None
-    assert decoded["transaction"]["currency"] == "EUR"
-    assert decoded["transaction"]["channel"] is None
+    assert decoded["transaction"]["card_features"] == [1.0]
+    assert decoded["transaction"]["transaction"]["currency"] == "EUR"
+    assert decoded["transaction"]["transaction"]["channel"] is None
 
 
 def test_timestamps_decode_as_epoch_millis_ints():
