@@ -1,0 +1,15 @@
+"""riskstream's streaming service: the Faust app, its codecs, the audit writer and the command line.
+
+Read it in the order a transaction travels:
+
+1. ``schemas/`` and :mod:`stream.codec`, :mod:`stream.validation`: Avro events in (plain or Confluent
+   framing); what cannot be read or is impossible becomes a dead-letter record.
+2. :mod:`stream.app`: the agents. Ingest re-keys transactions and labels by terminal; the terminal stage
+   keeps terminal state and adds terminal features; the score stage keeps card state, scores a batch
+   with one model call and explains the alerts.
+3. :mod:`stream.pipeline`: what those agents do, as plain functions (features come from
+   :mod:`models.features`, scores from :mod:`models.registry`, reasons from :mod:`explain`).
+4. :mod:`stream.audit_writer`: the one process that appends decisions and labels to the DuckDB store
+   (:mod:`audit`).
+5. :mod:`stream.cli`, :mod:`stream.producer`, :mod:`stream.demo`: the ``riskstream`` command.
+"""

@@ -1,0 +1,167 @@
+"""The Faust application: topics, tables and agents, wired from :class:`stream.settings.Settings`.
+
+Run it with ``faust -A stream.app worker -l info``. Agents are thin: each takes a batch, calls
+:mod:`stream.pipeline`, and sends what comes out. Every sink is idempotent by tx_id, so the worker runs
+at-least-once (Faust's exactly-once needs three brokers and has open bugs).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from functools import cached_property, partial
+
+import faust
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from explain import Explainer
+from models.registry import ModelArtifact, load_artifact
+from stream import metrics
+from stream.codec import AvroCodec
+from stream.pipeline import Reject, Scorer, apply_card_stage, apply_terminal_stage, decode_valid
+from stream.settings import Settings
+from stream.validation import validate_feedback, validate_transaction
+
+logger = logging.getLogger(__name__)
+
+
+class Serving:
+    """The model the worker serves, loaded from the registry on first use (not at import)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @cached_property
+    def artifact(self) -> ModelArtifact:
+        artifact = load_artifact(self.settings.model_registry, self.settings.model_version)
+        logger.info("serving model %s", artifact.version)
+        return artifact
+
+    @cached_property
+    def scorer(self) -> Scorer:
+        return Scorer(
+            self.artifact,
+            Explainer.for_artifact(self.artifact, tolerance=self.settings.explanation_tolerance),
+            threshold=self.settings.threshold,
+            top_reasons=self.settings.top_reasons,
+            tolerance=self.settings.explanation_tolerance,
+        )
+
+
+def create_app(settings: Settings) -> faust.App:
+    """Build the worker's app: ingest → card stage → terminal stage (which scores), plus the metrics page."""
+    app = faust.App(
+        settings.app_id,
+        broker=settings.broker_url,
+        store=settings.store_url,
+        datadir=str(settings.data_dir),
+        topic_partitions=settings.partitions,
+        processing_guarantee="at_least_once",
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.session_timeout_s,
+        broker_rebalance_timeout=settings.rebalance_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
+        web_port=settings.web_port,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    serving = Serving(settings)
+    codecs = {name: AvroCodec(name) for name in ("Transaction", "Feedback", "TerminalEvent", "Decision", "Alert")}
+
+    def topic(name: str, internal: bool = False) -> faust.TopicT:
+        return app.topic(name, partitions=settings.partitions, internal=internal, key_serializer="raw", value_serializer="raw")
+
+    transactions = topic(settings.transactions_topic)
+    feedback = topic(settings.feedback_topic)
+    by_terminal = topic(f"{settings.app_id}-by-terminal", internal=True)
+    by_card = topic(f"{settings.app_id}-by-card", internal=True)
+    decisions = topic(settings.decisions_topic)
+    alerts = topic(settings.alerts_topic)
+    dead_letters = topic(settings.dead_letter_topic)
+
+    # use_partitioner: a table key's changelog partition follows the key (as the repartitioned topic does),
+    # not the partition of whichever event in a batch happened to be current.
+    # Keys are raw bytes (the same bytes the stage topics are keyed by); values are JSON state dicts.
+    table_options = {"partitions": settings.partitions, "use_partitioner": True, "key_type": bytes}
+    terminal_states = app.Table("terminal-state", **table_options)
+    card_states = app.Table("card-state", **table_options)
+
+    def send_rejects(rejects: list[Reject], source: str) -> None:
+        for reject in rejects:
+            headers = {"reason": reject.reason.encode(), "error": reject.message[:1000].encode(), "source-topic": source.encode()}
+            dead_letters.send_soon(value=reject.raw, headers=headers)
+            metrics.DEAD_LETTERS.labels(reject.reason).inc()
+        if rejects:
+            logger.warning("%d message(s) from %s sent to %s", len(rejects), source, settings.dead_letter_topic)
+
+    def take(stream: faust.StreamT) -> faust.StreamT:
+        return stream.take(settings.batch_size, within=settings.batch_within_s)
+
+    @app.agent(transactions, name="ingest-transactions")
+    async def ingest_transactions(stream: faust.StreamT) -> None:
+        """Decode and validate transactions and re-key them by card; reject the rest to dead letters.
+
+        A producer that keys by card keeps each card's events in order all the way to the card stage.
+        """
+        async for raws in take(stream):
+            now_ms = int(time.time() * 1000)
+            records, rejects = decode_valid(raws, codecs["Transaction"], partial(validate_transaction, now_ms=now_ms))
+            send_rejects(rejects, settings.transactions_topic)
+            for record in records:
+                by_card.send_soon(key=record["card_id"].encode(), value=codecs["Transaction"].encode(record))
+            metrics.EVENTS.labels(settings.transactions_topic).inc(len(records))
+
+    @app.agent(feedback, name="ingest-feedback")
+    async def ingest_feedback(stream: faust.StreamT) -> None:
+        """Route fraud labels to their terminal's partition, where they update terminal risk."""
+        async for raws in take(stream):
+            records, rejects = decode_valid(raws, codecs["Feedback"], validate_feedback)
+            send_rejects(rejects, settings.feedback_topic)
+            for record in records:
+                if not record.get("terminal_id"):
+                    metrics.LABELS.labels("unroutable").inc()
+                    continue
+                event = codecs["TerminalEvent"].encode({"transaction": None, "feedback": record})
+                by_terminal.send_soon(key=record["terminal_id"].encode(), value=event)
+            metrics.EVENTS.labels(settings.feedback_topic).inc(len(records))
+
+    @app.agent(by_card, name="card-stage")
+    async def card_stage(stream: faust.StreamT) -> None:
+        """Card features in each card's order, then each transaction re-keyed by terminal."""
+        async for raws in take(stream):
+            started = time.perf_counter()
+            transactions = [codecs["Transaction"].decode(raw) for raw in raws]
+            for enriched in apply_card_stage(transactions, card_states):
+                event = codecs["TerminalEvent"].encode({"transaction": enriched, "feedback": None})
+                by_terminal.send_soon(key=enriched["transaction"]["terminal_id"].encode(), value=event)
+            metrics.BATCH_SECONDS.labels("card").observe(time.perf_counter() - started)
+
+    @app.agent(by_terminal, name="terminal-stage")
+    async def terminal_stage(stream: faust.StreamT) -> None:
+        """Labels and terminal features, one model call per batch, reasons for the alerts; decisions out."""
+        async for raws in take(stream):
+            started = time.perf_counter()
+            events = [codecs["TerminalEvent"].decode(raw) for raw in raws]
+            outcome = apply_terminal_stage(events, terminal_states, serving.artifact.label_delay_days)
+            batch = serving.scorer.score(outcome.transactions, outcome.matrix)
+            for decision in batch.decisions:
+                decisions.send_soon(key=decision["tx_id"].encode(), value=codecs["Decision"].encode(decision))
+            for alert in batch.alerts:
+                alerts.send_soon(key=alert["tx_id"].encode(), value=codecs["Alert"].encode(alert))
+            metrics.LABELS.labels("applied").inc(outcome.labels_applied)
+            metrics.LABELS.labels("pending").inc(outcome.labels_pending)
+            metrics.DECISIONS.inc(len(batch.decisions))
+            metrics.ALERTS.inc(len(batch.alerts))
+            metrics.EXPLANATION_GAPS.inc(batch.flagged)
+            metrics.BATCH_SECONDS.labels("terminal").observe(time.perf_counter() - started)
+
+    @app.page("/metrics")
+    async def metrics_page(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        return web.bytes(generate_latest(metrics.REGISTRY), content_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+app = create_app(Settings())
+
+__all__ = ["Serving", "app", "create_app"]

@@ -1,0 +1,195 @@
+"""``riskstream``: the command line for producers, operators and analysts.
+
+Every command reads :class:`stream.settings.Settings` (``RISKSTREAM_*`` variables) once; options given
+here override them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from stream.settings import Settings
+
+
+def _settings(**overrides: object) -> Settings:
+    return Settings(**{key: value for key, value in overrides.items() if value is not None})
+
+
+@click.group()
+@click.option("-l", "--log-level", default="warning", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+def main(log_level: str) -> None:
+    """Real-time fraud scoring on Kafka, with explained alerts and a DuckDB audit store."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Parquet file to write.")
+@click.option("--customers", default=5000, show_default=True)
+@click.option("--terminals", default=10000, show_default=True)
+@click.option("--days", default=183, show_default=True)
+@click.option("--start", default="2018-04-01", show_default=True, help="First simulated day.")
+@click.option("--seed", default=0, show_default=True)
+def simulate(out: Path, customers: int, terminals: int, days: int, start: str, seed: int) -> None:
+    """Simulate card transactions (the handbook's generative process) into a Parquet file."""
+    from models.simulate import simulate as run_simulation
+    from models.simulate import write_parquet
+
+    frame = run_simulation(n_customers=customers, n_terminals=terminals, n_days=days, start_date=start, seed=seed)
+    write_parquet(frame, out)
+    click.echo(f"{len(frame):,} transactions, {int(frame['TX_FRAUD'].sum()):,} frauds → {out}")
+
+
+def _load(data: Path, since: str | None = None, until: str | None = None):  # noqa: ANN202 - a DataFrame
+    from models.dataset import load_transactions
+
+    frame = load_transactions(data)
+    if since:
+        frame = frame[frame["time"] >= _epoch(since)]
+    if until:
+        frame = frame[frame["time"] < _epoch(until)]
+    return frame.reset_index(drop=True)
+
+
+def _epoch(day: str) -> float:
+    import pandas as pd
+
+    return pd.Timestamp(day, tz="UTC").timestamp()
+
+
+@main.command()
+@click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
+@click.option("--rate", type=float, default=None, help="Events per second (default: as fast as possible).")
+@click.option("--labels/--no-labels", default=True, show_default=True, help="Also send fraud labels as delayed feedback.")
+@click.option("--label-delay-days", default=7.0, show_default=True)
+@click.option("--since", default=None, help="First day to send (YYYY-MM-DD).")
+@click.option("--until", default=None, help="Day to stop before (YYYY-MM-DD).")
+@click.option("--broker", default=None, help="Broker URL (default: RISKSTREAM_BROKER_URL).")
+def produce(data: Path, rate: float | None, labels: bool, label_delay_days: float, since: str | None, until: str | None, broker: str | None) -> None:
+    """Replay a transaction file (handbook raw layout) into the transactions topic as Avro."""
+    from stream.producer import produce as send
+    from stream.producer import replay_events
+    from stream.topics import create_topics
+
+    settings = _settings(broker_url=broker)
+    frame = _load(data, since, until)
+    create_topics(settings)
+    total = len(frame) + (int(frame["label"].sum()) if labels and "label" in frame.columns else 0)
+    events = replay_events(frame, settings, label_delay_days if labels else None)
+    sent = send(events, settings, total=total, rate=rate)
+    click.echo(f"sent {sent:,} events")
+
+
+@main.command()
+@click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
+@click.option("--until", default=None, help="Train on transactions before this day only (YYYY-MM-DD).")
+@click.option("--valid-days", default=7, show_default=True, help="Last days held out for early stopping and the threshold.")
+@click.option("--epochs", default=None, type=int, help="Most epochs (default: the training default).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--registry", type=click.Path(file_okay=False, path_type=Path), default=None, help="Model registry (default: RISKSTREAM_MODEL_REGISTRY).")
+@click.option("--promote/--no-promote", default=True, show_default=True, help="Make the new model the champion.")
+def train(data: Path, until: str | None, valid_days: int, epochs: int | None, seed: int, registry: Path | None, promote: bool) -> None:
+    """Train the behaviour model (CUDA when present) and save a versioned artifact."""
+    from dataclasses import replace
+
+    from models.registry import save_artifact
+    from models.replay import replay_features
+    from models.train import TrainConfig, train_from_frame
+
+    settings = _settings(model_registry=registry)
+    frame = _load(data, until=until)
+    features = replay_features(frame, progress=True)
+    config = replace(TrainConfig(), seed=seed, **({"epochs": epochs} if epochs else {}))
+    artifact = train_from_frame(frame, features, valid_days=valid_days, config=config, progress=True)
+    path = save_artifact(artifact, settings.model_registry, promote=promote)
+    click.echo(f"model {artifact.version} → {path}")
+    click.echo(json.dumps({"metrics": artifact.metrics, "threshold": artifact.threshold, "device": artifact.trained_on}, indent=2, default=str))
+
+
+@main.command()
+@click.argument("query")
+@click.option("--audit-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Audit store (default: RISKSTREAM_AUDIT_DIR).")
+@click.option("--format", "output", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+def sql(query: str, audit_dir: Path | None, output: str) -> None:
+    """Answer an analyst's read-only SQL query over the audit store (safe while the writer runs)."""
+    from audit import query as run_query
+
+    settings = _settings(audit_dir=audit_dir)
+    table = run_query(settings.audit_dir, query).to_pandas()
+    if output == "csv":
+        click.echo(table.to_csv(index=False), nl=False)
+    elif output == "json":
+        click.echo(table.to_json(orient="records", date_format="iso"))
+    else:
+        click.echo(table.to_string(index=False, max_rows=200))
+
+
+@main.command("audit-writer")
+def audit_writer() -> None:
+    """Run the single audit writer: decisions and feedback into DuckDB."""
+    from stream.audit_writer import run_audit_writer
+
+    run_audit_writer(Settings())
+
+
+@main.command("create-topics")
+def create_topics_command() -> None:
+    """Create riskstream's topics with RISKSTREAM_PARTITIONS partitions each."""
+    from stream.topics import create_topics
+
+    created = create_topics(Settings())
+    click.echo("created: " + (", ".join(created) if created else "nothing (all exist)"))
+
+
+@main.command()
+@click.option("--port", default=9092, show_default=True)
+def broker(port: int) -> None:
+    """Run the embedded in-memory broker in the foreground (development only)."""
+    import signal
+    import threading
+
+    from stream.embedded import EmbeddedBroker
+
+    with EmbeddedBroker(port) as running:
+        click.echo(f"embedded broker on {running.url}; Ctrl-C stops it")
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            stop.wait()
+        except KeyboardInterrupt:
+            pass
+
+
+@main.group()
+def models() -> None:
+    """The model registry."""
+
+
+@models.command("list")
+@click.option("--registry", type=click.Path(file_okay=False, path_type=Path), default=None)
+def models_list(registry: Path | None) -> None:
+    """List the registered model versions, the champion marked."""
+    from models.registry import list_versions
+
+    for entry in list_versions(_settings(model_registry=registry).model_registry):
+        mark = "*" if entry.get("champion") else " "
+        click.echo(f"{mark} {entry['version']}  {entry.get('created_at', '')}  {json.dumps(entry.get('metrics', {}), default=str)}")
+
+
+@main.command()
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("var/demo"), show_default=True)
+@click.option("--customers", default=1000, show_default=True)
+@click.option("--days", default=35, show_default=True, help="Simulated days; the last 7 are the new week.")
+@click.option("--seed", default=7, show_default=True)
+def demo(workdir: Path, customers: int, days: int, seed: int) -> None:
+    """Broker, data, model, worker, alerts and SQL, end to end on this machine."""
+    from stream.demo import run_demo
+
+    sys.exit(run_demo(workdir, customers=customers, days=days, seed=seed))
+
+
+__all__ = ["main"]

@@ -1,0 +1,210 @@
+"""What the worker's agents do, as plain functions over decoded records and dict-like tables.
+
+The agents in :mod:`stream.app` only move batches between topics and call these; the functions are tested
+on plain dicts, and the same :mod:`models.features` steps run here as in offline training.
+
+    ingest (decode, validate) → card stage (card state, in the card's own order) → terminal stage
+    (labels, terminal state, model, explanation) → decisions and alerts
+
+The card stage comes first because the card windows include the transaction itself and need each card's
+events in order; the terminal windows only read transactions older than the label delay, so the
+interleaving that re-keying by terminal causes cannot change them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterable, MutableMapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from explain import Explainer
+from models.features import FEATURE_NAMES, CardState, TerminalState, card_step, feature_vector, terminal_step
+from models.registry import ModelArtifact
+from stream.codec import AvroCodec
+from stream.exceptions import EventDecodeError
+
+logger = logging.getLogger(__name__)
+
+Record = dict[str, Any]
+StateTable = MutableMapping[bytes, Any]
+
+
+@dataclass(frozen=True)
+class Reject:
+    """An input message that cannot be processed, bound for the dead-letter topic."""
+
+    raw: bytes
+    reason: str
+    message: str
+
+
+def decode_valid(
+    raws: Iterable[bytes | None], codec: AvroCodec, validate: Callable[[Record], None]
+) -> tuple[list[Record], list[Reject]]:
+    """Decode and validate a batch; bad messages become :class:`Reject` and the rest go on."""
+    valid: list[Record] = []
+    rejects: list[Reject] = []
+    for raw in raws:
+        if raw is None:
+            rejects.append(Reject(b"", "empty", "message has no value"))
+            continue
+        try:
+            record = codec.decode(raw)
+            validate(record)
+        except EventDecodeError as error:
+            rejects.append(Reject(raw, error.reason, str(error)))
+            continue
+        valid.append(record)
+    return valid, rejects
+
+
+def _state_key(identifier: str) -> bytes:
+    return identifier.encode()
+
+
+def apply_card_stage(transactions: Iterable[Record], table: StateTable) -> list[Record]:
+    """Card features of each transaction, in order, updating the card's state: enriched transactions."""
+    enriched = []
+    for transaction in transactions:
+        key = _state_key(transaction["card_id"])
+        state = CardState.from_dict(table.get(key))
+        values = card_step(state, transaction["event_time"] / 1000.0, transaction["amount"])
+        table[key] = state.to_dict()
+        enriched.append({"transaction": transaction, "card_features": values})
+    return enriched
+
+
+@dataclass
+class TerminalOutcome:
+    """What a batch of terminal events produced: scored rows and label bookkeeping."""
+
+    transactions: list[Record] = field(default_factory=list)
+    features: list[list[float]] = field(default_factory=list)
+    labels_applied: int = 0
+    labels_pending: int = 0
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """The feature rows, one per transaction, in ``FEATURE_NAMES`` order."""
+        return np.asarray(self.features, dtype=np.float64).reshape(-1, len(FEATURE_NAMES))
+
+
+def apply_terminal_stage(events: Iterable[Record], table: StateTable, label_delay_days: float) -> TerminalOutcome:
+    """Run terminal events in order: a label updates the terminal's risk (or waits for its transaction);
+    a transaction gets its terminal features, then is recorded (features first, as in offline replay)."""
+    outcome = TerminalOutcome()
+    for event in events:
+        enriched = event.get("transaction")
+        feedback = event.get("feedback")
+        if feedback is not None:
+            key = _state_key(feedback["terminal_id"])
+            state = TerminalState.from_dict(table.get(key))
+            if state.label(feedback["tx_id"], bool(feedback["is_fraud"]), feedback["reported_at"] / 1000.0):
+                outcome.labels_applied += 1
+            else:
+                outcome.labels_pending += 1
+            table[key] = state.to_dict()
+        elif enriched is not None:
+            transaction = enriched["transaction"]
+            key = _state_key(transaction["terminal_id"])
+            state = TerminalState.from_dict(table.get(key))
+            seconds = transaction["event_time"] / 1000.0
+            terminal = terminal_step(state, seconds, transaction["tx_id"], label_delay_days)
+            table[key] = state.to_dict()
+            outcome.transactions.append(transaction)
+            outcome.features.append(feature_vector(seconds, transaction["amount"], enriched["card_features"], terminal))
+    return outcome
+
+
+@dataclass
+class ScoredBatch:
+    """A batch's decisions (one per transaction) and alerts (those at or above the threshold)."""
+
+    decisions: list[Record]
+    alerts: list[Record]
+    flagged: int = 0
+
+
+class Scorer:
+    """Scores a batch with one model call and explains only the alerts, in one more call."""
+
+    def __init__(
+        self,
+        artifact: ModelArtifact,
+        explainer: Explainer,
+        threshold: float | None = None,
+        top_reasons: int = 5,
+        tolerance: float = 1e-4,
+    ) -> None:
+        self.artifact = artifact
+        self.explainer = explainer
+        self.threshold = artifact.threshold if threshold is None else threshold
+        self.top_reasons = top_reasons
+        self.tolerance = tolerance
+
+    def score(self, transactions: list[Record], features: np.ndarray, now_ms: int | None = None) -> ScoredBatch:
+        """Decisions for every transaction and alerts (with reasons) for those at or above the threshold."""
+        decided_at = int(time.time() * 1000) if now_ms is None else now_ms
+        if not transactions:
+            return ScoredBatch([], [])
+        scaled = self.artifact.scale(features)
+        logits = self.artifact.predict_logit(features)
+        scores = 1.0 / (1.0 + np.exp(-logits))
+        alert_rows = np.flatnonzero(scores >= self.threshold)
+        explanations = {}
+        if alert_rows.size:
+            explained = self.explainer.explain(features[alert_rows], scaled[alert_rows], logits[alert_rows])
+            explanations = dict(zip(alert_rows.tolist(), explained))
+        batch = ScoredBatch([], [])
+        for row, transaction in enumerate(transactions):
+            decision = {
+                "tx_id": transaction["tx_id"],
+                "event_time": transaction["event_time"],
+                "card_id": transaction["card_id"],
+                "terminal_id": transaction["terminal_id"],
+                "amount": transaction["amount"],
+                "score": float(scores[row]),
+                "score_logit": float(logits[row]),
+                "threshold": self.threshold,
+                "is_alert": row in explanations,
+                "model_version": self.artifact.version,
+                "decided_at": decided_at,
+                "features": dict(zip(self.artifact.feature_names, map(float, features[row]))),
+                "base_value": None,
+                "additivity_gap": None,
+                "reasons": [],
+            }
+            explanation = explanations.get(row)
+            if explanation is not None:
+                reasons = [asdict(reason) for reason in explanation.reasons()]
+                decision.update(base_value=explanation.base_value, additivity_gap=explanation.additivity_gap, reasons=reasons)
+                if not math.isfinite(explanation.additivity_gap) or explanation.additivity_gap > self.tolerance:
+                    batch.flagged += 1
+                    logger.warning("explanation gap %.3g above tolerance for tx %s", explanation.additivity_gap, transaction["tx_id"])
+                batch.alerts.append(
+                    {
+                        key: decision[key]
+                        for key in ("tx_id", "event_time", "card_id", "terminal_id", "amount", "score",
+                                    "score_logit", "threshold", "model_version", "decided_at", "base_value",
+                                    "additivity_gap")
+                    }
+                    | {"explanation_space": explanation.space, "reasons": reasons[: self.top_reasons]}
+                )
+            batch.decisions.append(decision)
+        return batch
+
+
+__all__ = [
+    "Reject",
+    "ScoredBatch",
+    "Scorer",
+    "TerminalOutcome",
+    "apply_card_stage",
+    "apply_terminal_stage",
+    "decode_valid",
+]

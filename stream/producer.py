@@ -1,0 +1,130 @@
+"""Replaying a transaction file into Kafka as Avro events, in event-time order.
+
+Fraud labels in the file can be replayed too, as feedback events that arrive ``label_delay_days`` after
+their transaction (a chargeback's typical delay in the handbook's protocol), interleaved in time order.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from kafka import KafkaProducer
+from tqdm.auto import tqdm
+
+from models.features import DAY
+from stream.codec import AvroCodec
+from stream.settings import Settings
+
+
+@dataclass(frozen=True)
+class Event:
+    """One message to send: its topic, key and encoded value, and its event time in seconds."""
+
+    topic: str
+    key: bytes
+    value: bytes
+    time: float
+
+
+def transaction_record(row: pd.Series | dict) -> dict:
+    """The Avro ``Transaction`` record of a normalized frame row (see :func:`models.dataset.normalize`)."""
+    return {
+        "tx_id": str(row["tx_id"]),
+        "event_time": int(round(float(row["time"]) * 1000)),
+        "card_id": str(row["card_id"]),
+        "terminal_id": str(row["terminal_id"]),
+        "amount": float(row["amount"]),
+        "currency": "EUR",
+        "merchant_category": None,
+        "channel": None,
+        "country": None,
+        "device_id": None,
+    }
+
+
+def replay_events(frame: pd.DataFrame, settings: Settings, label_delay_days: float | None = 7.0) -> Iterator[Event]:
+    """Transactions and (when ``label_delay_days`` is set) their delayed fraud labels, in time order.
+
+    A label due at the same time as a transaction comes first, as offline replay applies it; labels due
+    after the file's last transaction follow it.
+    """
+    transactions = AvroCodec("Transaction")
+    feedback = AvroCodec("Feedback")
+    times = frame["time"].to_numpy(dtype=np.float64)
+    fraud_rows = np.empty(0, dtype=np.int64)
+    if label_delay_days is not None and "label" in frame.columns:
+        fraud_rows = np.flatnonzero(frame["label"].to_numpy() == 1)
+    label_times = times[fraud_rows] + (label_delay_days or 0.0) * DAY
+    records = frame[["tx_id", "time", "card_id", "terminal_id", "amount"]].to_dict("records")
+    next_label = 0
+    for row, record in enumerate(records):
+        while next_label < len(fraud_rows) and label_times[next_label] <= times[row]:
+            yield _label_event(records[fraud_rows[next_label]], label_times[next_label], settings, feedback)
+            next_label += 1
+        value = transactions.encode(transaction_record(record))
+        yield Event(settings.transactions_topic, str(record["card_id"]).encode(), value, times[row])
+    for pending in range(next_label, len(fraud_rows)):
+        yield _label_event(records[fraud_rows[pending]], label_times[pending], settings, feedback)
+
+
+def _label_event(record: dict, at: float, settings: Settings, codec: AvroCodec) -> Event:
+    value = codec.encode(
+        {
+            "tx_id": str(record["tx_id"]),
+            "is_fraud": True,
+            "source": "chargeback",
+            "reported_at": int(round(at * 1000)),
+            "card_id": str(record["card_id"]),
+            "terminal_id": str(record["terminal_id"]),
+        }
+    )
+    return Event(settings.feedback_topic, str(record["tx_id"]).encode(), value, at)
+
+
+def produce(
+    events: Iterator[Event],
+    settings: Settings,
+    total: int | None = None,
+    rate: float | None = None,
+    progress: bool = True,
+) -> int:
+    """Send events (at ``rate`` events/s, or as fast as possible) and wait until all are acknowledged."""
+    producer = KafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers,
+        acks="all",
+        linger_ms=20,
+        batch_size=256 * 1024,
+        client_id=f"{settings.app_id}-producer",
+    )
+    sent = 0
+    started = time.monotonic()
+    try:
+        for event in tqdm(events, total=total, disable=not progress, unit="ev", desc="producing", mininterval=0.5):
+            if rate:
+                delay = started + sent / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            producer.send(event.topic, key=event.key, value=event.value)
+            sent += 1
+        producer.flush()
+    finally:
+        producer.close()
+    return sent
+
+
+def send_raw(settings: Settings, topic: str, values: Iterable[bytes]) -> None:
+    """Send raw bytes as they are (e.g. malformed messages, to exercise the dead-letter path)."""
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+    try:
+        for value in values:
+            producer.send(topic, value=value)
+        producer.flush()
+    finally:
+        producer.close()
+
+
+__all__ = ["Event", "produce", "replay_events", "send_raw", "transaction_record"]

@@ -1,0 +1,59 @@
+"""The service's configuration: one frozen object, read from ``RISKSTREAM_*`` environment variables once.
+
+It is built at the entry points (the CLI and ``faust -A stream.app``) and passed down as plain arguments;
+models/, explain/ and audit/ never read the environment themselves.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every setting, with the environment variable that sets it (prefix ``RISKSTREAM_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="RISKSTREAM_", frozen=True)
+
+    broker_url: str = Field("kafka://127.0.0.1:9092", description="RISKSTREAM_BROKER_URL: Kafka bootstrap servers, kafka://host:port[;host:port]")
+    app_id: str = Field("riskstream", description="RISKSTREAM_APP_ID: Faust application id (consumer group, internal topic prefix)")
+    partitions: int = Field(8, ge=1, description="RISKSTREAM_PARTITIONS: partitions of every topic riskstream creates")
+    transactions_topic: str = Field("transactions", description="RISKSTREAM_TRANSACTIONS_TOPIC: producers' Avro transactions")
+    feedback_topic: str = Field("feedback", description="RISKSTREAM_FEEDBACK_TOPIC: fraud labels (chargebacks, analyst verdicts)")
+    decisions_topic: str = Field("decisions", description="RISKSTREAM_DECISIONS_TOPIC: one decision per transaction, keyed by tx_id")
+    alerts_topic: str = Field("alerts", description="RISKSTREAM_ALERTS_TOPIC: explained alerts, keyed by tx_id")
+    dead_letter_topic: str = Field("dead-letters", description="RISKSTREAM_DEAD_LETTER_TOPIC: rejected input with its reason in the headers")
+    model_registry: Path = Field(Path("var/models"), description="RISKSTREAM_MODEL_REGISTRY: model registry folder; the champion is served")
+    model_version: str | None = Field(None, description="RISKSTREAM_MODEL_VERSION: serve this version instead of the champion")
+    threshold: float | None = Field(None, ge=0.0, le=1.0, description="RISKSTREAM_THRESHOLD: alert threshold on the probability; default: the model's recommended one")
+    top_reasons: int = Field(5, ge=1, description="RISKSTREAM_TOP_REASONS: reasons carried by an alert (the audit store keeps all)")
+    explanation_tolerance: float = Field(1e-4, gt=0.0, description="RISKSTREAM_EXPLANATION_TOLERANCE: largest additivity gap an alert may carry unflagged")
+    batch_size: int = Field(500, ge=1, description="RISKSTREAM_BATCH_SIZE: events scored per model call at most")
+    batch_within_s: float = Field(0.05, gt=0.0, description="RISKSTREAM_BATCH_WITHIN_S: longest wait to fill a batch")
+    audit_dir: Path = Field(Path("var/audit"), description="RISKSTREAM_AUDIT_DIR: the DuckDB audit store's folder")
+    audit_flush_interval_s: float = Field(2.0, gt=0.0, description="RISKSTREAM_AUDIT_FLUSH_INTERVAL_S: longest time the audit writer buffers")
+    audit_export_interval_s: float = Field(10.0, gt=0.0, description="RISKSTREAM_AUDIT_EXPORT_INTERVAL_S: how stale analysts' views may get")
+    store_url: str = Field("memory://", description="RISKSTREAM_STORE_URL: Faust table store (memory:// or rocksdb://)")
+    data_dir: Path = Field(Path("var/worker"), description="RISKSTREAM_DATA_DIR: the worker's local data (table stores)")
+    web_port: int = Field(6066, description="RISKSTREAM_WEB_PORT: the worker's web server port")
+    session_timeout_s: float = Field(10.0, gt=0.0, description="RISKSTREAM_SESSION_TIMEOUT_S: consumer session timeout")
+    rebalance_timeout_s: float = Field(10.0, gt=0.0, description="RISKSTREAM_REBALANCE_TIMEOUT_S: consumer group rebalance timeout")
+
+    @cached_property
+    def bootstrap_servers(self) -> list[str]:
+        """``host:port`` strings for kafka-python, from the Faust-style broker URL."""
+        servers = []
+        for part in self.broker_url.replace(",", ";").split(";"):
+            servers.append(part.strip().removeprefix("kafka://"))
+        return [server for server in servers if server]
+
+    @property
+    def source_topics(self) -> tuple[str, ...]:
+        """Topics that producers write and riskstream reads or writes, created with explicit partitions."""
+        return (self.transactions_topic, self.feedback_topic, self.decisions_topic, self.alerts_topic, self.dead_letter_topic)
+
+
+__all__ = ["Settings"]

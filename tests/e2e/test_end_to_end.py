@@ -1,0 +1,137 @@
+"""The whole path on the real broker: producer → faust worker → alerts topic and DuckDB audit store."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from kafka import KafkaConsumer
+
+from audit import query
+from models.features import FEATURE_NAMES
+from models.registry import save_artifact
+from models.replay import replay_features
+from models.train import TrainConfig, train_from_frame
+from stream.codec import AvroCodec
+from stream.embedded import EmbeddedBroker, free_port
+from stream.local import LocalServices
+from stream.producer import produce, replay_events, send_raw, transaction_record
+from stream.topics import create_topics
+
+pytestmark = pytest.mark.e2e
+
+
+def malformed_messages(frame: pd.DataFrame) -> list[bytes]:
+    """Messages the worker must reject: unreadable bytes and readable but impossible transactions."""
+    codec = AvroCodec("Transaction")
+    template = transaction_record(frame.iloc[0]) | {"tx_id": "bad"}
+    valid = codec.encode(template)
+    return [
+        b"",
+        b"definitely not avro",
+        b"\x00\x00\x00\x7f\xffgarbage after an unknown schema id",
+        valid[:-4],
+        valid + b"\x00\x01trailing",
+        codec.encode(template | {"amount": -5.0}),
+        codec.encode(template | {"amount": math.nan}),
+        codec.encode(template | {"tx_id": ""}),
+    ]
+
+
+def consume_all(bootstrap: list[str], topic: str, expected: int, timeout_s: float = 60.0) -> list:
+    """Every message on a topic, read from the start until ``expected`` arrived or time ran out."""
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False,
+                             group_id=None, consumer_timeout_ms=2000)
+    messages: list = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(messages) < expected and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=500).values():
+                messages.extend(batch)
+    finally:
+        consumer.close()
+    return messages
+
+
+def test_transactions_are_scored_explained_and_audited(broker: EmbeddedBroker, small_frame: pd.DataFrame, tmp_path: Path) -> None:
+    frame = small_frame[small_frame["time"] < small_frame["time"].min() + 14 * 86_400].reset_index(drop=True)
+    history = frame[frame["time"] < frame["time"].min() + 10 * 86_400].reset_index(drop=True)
+    artifact = train_from_frame(history, replay_features(history), valid_days=3, config=TrainConfig(epochs=8))
+    overrides = {
+        "broker_url": broker.url,
+        "app_id": "e2e",
+        "transactions_topic": "e2e-transactions",
+        "feedback_topic": "e2e-feedback",
+        "decisions_topic": "e2e-decisions",
+        "alerts_topic": "e2e-alerts",
+        "dead_letter_topic": "e2e-dead-letters",
+        "partitions": 4,
+        "model_registry": tmp_path / "models",
+        "audit_dir": tmp_path / "audit",
+        "data_dir": tmp_path / "worker",
+        "web_port": free_port(),
+        "audit_export_interval_s": 1.0,
+        "audit_flush_interval_s": 0.5,
+        "session_timeout_s": 6.0,
+        "rebalance_timeout_s": 4.0,
+    }
+    save_artifact(artifact, overrides["model_registry"])
+    bad = malformed_messages(frame)
+
+    with LocalServices(overrides, tmp_path / "logs") as services:
+        settings = services.settings
+        create_topics(settings)
+        total = len(frame) + int(frame["label"].sum())
+        assert produce(replay_events(frame, settings), settings, total=total, progress=False) == total
+        send_raw(settings, settings.transactions_topic, bad)
+        stored = services.wait_for_decisions(len(frame), timeout_s=240)
+        dead = consume_all(settings.bootstrap_servers, settings.dead_letter_topic, len(bad))
+        alerts = consume_all(settings.bootstrap_servers, settings.alerts_topic, 1, timeout_s=20)
+        time.sleep(3)  # anything sent twice would show up in the audit store by now
+        services.check_alive()
+
+    assert stored == len(frame)
+    per_tx = query(settings.audit_dir, "SELECT tx_id, count(*) AS n FROM decisions GROUP BY tx_id").to_pandas()
+    assert set(per_tx["tx_id"]) == set(frame["tx_id"])
+    assert (per_tx["n"] == 1).all()
+
+    assert sorted(message.value for message in dead) == sorted(bad)
+    assert all(dict(message.headers).get("reason") for message in dead)
+
+    threshold = artifact.threshold
+    expected_alerts = set(query(settings.audit_dir, f"SELECT tx_id FROM decisions WHERE score >= {threshold!r}").column(0).to_pylist())
+    flagged = set(query(settings.audit_dir, "SELECT tx_id FROM decisions WHERE is_alert").column(0).to_pylist())
+    assert expected_alerts, "the test data should produce alerts"
+    assert flagged == expected_alerts
+    alert_codec = AvroCodec("Alert")
+    all_alerts = consume_all(settings.bootstrap_servers, settings.alerts_topic, len(expected_alerts))
+    decoded = [alert_codec.decode(message.value) for message in all_alerts]
+    assert {alert["tx_id"] for alert in decoded} == expected_alerts
+    assert all(message.key.decode() == alert["tx_id"] for message, alert in zip(all_alerts, decoded))
+    assert alerts
+
+    sums = query(
+        settings.audit_dir,
+        "SELECT d.tx_id, d.score_logit, d.base_value, d.additivity_gap, sum(r.contribution) AS total "
+        "FROM decisions d JOIN reasons r USING (tx_id) WHERE d.is_alert GROUP BY ALL",
+    ).to_pandas()
+    assert set(sums["tx_id"]) == expected_alerts
+    gaps = (sums["base_value"] + sums["total"] - sums["score_logit"]).abs()
+    assert gaps.max() <= 1e-4
+    assert (sums["additivity_gap"] <= 1e-4).all()
+    for alert in decoded:
+        assert 1 <= len(alert["reasons"]) <= 5
+        assert alert["additivity_gap"] <= 1e-4
+
+    # The live worker computed exactly the features and scores of the offline path that training uses.
+    stored = query(settings.audit_dir, "SELECT tx_id, score, features FROM decisions").to_pylist()
+    row_of = {tx_id: row for row, tx_id in enumerate(frame["tx_id"])}
+    order = [row_of[decision["tx_id"]] for decision in stored]
+    live = np.array([[dict(decision["features"])[name] for name in FEATURE_NAMES] for decision in stored])
+    np.testing.assert_array_equal(live, replay_features(frame)[order])
+    # float32 inference: BLAS sums in an order that depends on the batch size, hence not bit for bit.
+    np.testing.assert_allclose([decision["score"] for decision in stored], artifact.predict_proba(live), rtol=0, atol=1e-6)
