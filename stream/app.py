@@ -7,18 +7,22 @@ at-least-once (Faust's exactly-once needs three brokers and has open bugs).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from functools import cached_property, partial
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import faust
+import numpy as np
+import torch
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from explain import Explainer
-from models.registry import ModelArtifact, load_artifact
+from models.registry import load_artifact
 from stream import metrics
 from stream.codec import AvroCodec
-from stream.pipeline import Reject, Scorer, apply_card_stage, apply_terminal_stage, decode_valid
+from stream.pipeline import Reject, ScoredBatch, Scorer, apply_card_stage, apply_terminal_stage, decode_valid
 from stream.settings import Settings
 from stream.validation import validate_feedback, validate_transaction
 
@@ -26,26 +30,38 @@ logger = logging.getLogger(__name__)
 
 
 class Serving:
-    """The model the worker serves, loaded from the registry on first use (not at import)."""
+    """The model the worker serves, loaded once at start-up, off the event loop.
+
+    Scoring and explaining are CPU work of tens of milliseconds a batch, so they run in one dedicated thread
+    (torch releases the GIL) while the loop keeps heartbeats, fetches and sends going. One thread keeps
+    batches in order.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.ready = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="riskstream-score")
+        self.scorer: Scorer | None = None
 
-    @cached_property
-    def artifact(self) -> ModelArtifact:
+    def load(self) -> Scorer:
+        torch.set_num_threads(1)
         artifact = load_artifact(self.settings.model_registry, self.settings.model_version)
         logger.info("serving model %s", artifact.version)
-        return artifact
-
-    @cached_property
-    def scorer(self) -> Scorer:
         return Scorer(
-            self.artifact,
-            Explainer.for_artifact(self.artifact, tolerance=self.settings.explanation_tolerance),
+            artifact,
+            Explainer.for_artifact(artifact, tolerance=self.settings.explanation_tolerance),
             threshold=self.settings.threshold,
             top_reasons=self.settings.top_reasons,
             tolerance=self.settings.explanation_tolerance,
         )
+
+    async def start(self) -> None:
+        self.scorer = await asyncio.get_running_loop().run_in_executor(self._executor, self.load)
+        self.ready.set()
+
+    async def score(self, transactions: list[dict], features: np.ndarray) -> ScoredBatch:
+        assert self.scorer is not None, "Serving.start() has not finished"
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self.scorer.score, transactions, features)
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -62,6 +78,10 @@ def create_app(settings: Settings) -> faust.App:
         broker_rebalance_timeout=settings.rebalance_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
         web_port=settings.web_port,
+        # Without a linger every message is its own produce request, which caps a worker at a few hundred
+        # events a second; a short linger batches each stage's output.
+        producer_linger=settings.producer_linger_s,
+        producer_max_batch_size=settings.producer_batch_bytes,
         key_serializer="raw",
         value_serializer="raw",
     )
@@ -139,11 +159,14 @@ def create_app(settings: Settings) -> faust.App:
     @app.agent(by_terminal, name="terminal-stage")
     async def terminal_stage(stream: faust.StreamT) -> None:
         """Labels and terminal features, one model call per batch, reasons for the alerts; decisions out."""
+        await serving.ready.wait()
+        assert serving.scorer is not None
+        label_delay_days = serving.scorer.artifact.label_delay_days
         async for raws in take(stream):
             started = time.perf_counter()
             events = [codecs["TerminalEvent"].decode(raw) for raw in raws]
-            outcome = apply_terminal_stage(events, terminal_states, serving.artifact.label_delay_days)
-            batch = serving.scorer.score(outcome.transactions, outcome.matrix)
+            outcome = apply_terminal_stage(events, terminal_states, label_delay_days)
+            batch = await serving.score(outcome.transactions, outcome.matrix)
             for decision in batch.decisions:
                 decisions.send_soon(key=decision["tx_id"].encode(), value=codecs["Decision"].encode(decision))
             for alert in batch.alerts:
@@ -154,6 +177,11 @@ def create_app(settings: Settings) -> faust.App:
             metrics.ALERTS.inc(len(batch.alerts))
             metrics.EXPLANATION_GAPS.inc(batch.flagged)
             metrics.BATCH_SECONDS.labels("terminal").observe(time.perf_counter() - started)
+
+    @app.task
+    async def load_model() -> None:
+        """Load the model and build its explainer before the terminal stage scores anything."""
+        await serving.start()
 
     @app.page("/metrics")
     async def metrics_page(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:

@@ -48,9 +48,10 @@ class AuditWriter:
             client_id=f"{self.settings.app_id}-audit",
             max_poll_records=5000,
             session_timeout_ms=int(self.settings.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(self.settings.session_timeout_s * 1000 // 3),
         )
         store = AuditStore(self.settings.audit_dir, export_interval_s=self.settings.audit_export_interval_s)
-        last_flush = last_data = time.monotonic()
+        last_flush = last_export = last_data = time.monotonic()
         buffered = 0
         try:
             while not self._stopping:
@@ -63,9 +64,9 @@ class AuditWriter:
                 if buffered and (buffered >= MAX_BUFFERED or now - last_flush >= self.settings.audit_flush_interval_s):
                     self._flush(store, consumer)
                     buffered, last_flush = 0, now
-                elif now - last_flush >= self.settings.audit_export_interval_s:
-                    store.export()
-                    last_flush = now
+                if now - last_export >= self.settings.audit_export_interval_s:
+                    store.export()  # rows flushed since the last export become visible to analysts
+                    last_export = now
                 if max_idle_s is not None and now - last_data > max_idle_s:
                     break
             self._flush(store, consumer)

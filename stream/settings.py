@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     explanation_tolerance: float = Field(1e-4, gt=0.0, description="RISKSTREAM_EXPLANATION_TOLERANCE: largest additivity gap an alert may carry unflagged")
     batch_size: int = Field(500, ge=1, description="RISKSTREAM_BATCH_SIZE: events scored per model call at most")
     batch_within_s: float = Field(0.05, gt=0.0, description="RISKSTREAM_BATCH_WITHIN_S: longest wait to fill a batch")
+    producer_linger_s: float = Field(0.01, ge=0.0, description="RISKSTREAM_PRODUCER_LINGER_S: how long the worker's producer gathers messages into one request")
+    producer_batch_bytes: int = Field(512 * 1024, ge=1024, description="RISKSTREAM_PRODUCER_BATCH_BYTES: largest producer batch per partition")
     audit_dir: Path = Field(Path("var/audit"), description="RISKSTREAM_AUDIT_DIR: the DuckDB audit store's folder")
     audit_flush_interval_s: float = Field(2.0, gt=0.0, description="RISKSTREAM_AUDIT_FLUSH_INTERVAL_S: longest time the audit writer buffers")
     audit_export_interval_s: float = Field(10.0, gt=0.0, description="RISKSTREAM_AUDIT_EXPORT_INTERVAL_S: how stale analysts' views may get")
