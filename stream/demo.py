@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shutil
 import time
-import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from models.simulate import simulate, write_parquet
 from models.train import train_from_frame
 from stream.embedded import EmbeddedBroker, free_port
 from stream.local import LocalServices
+from stream.metrics import sample_total, scrape
 from stream.producer import produce, replay_events, send_raw
 from stream.settings import Settings
 from stream.topics import create_topics
@@ -35,15 +35,6 @@ EXAMPLE_SQL = """\
 SELECT CAST(event_time AS DATE) AS day, count(*) AS decisions, count(*) FILTER (WHERE is_alert) AS alerts,
        round(avg(score), 4) AS mean_score
 FROM decisions GROUP BY day ORDER BY day DESC LIMIT 7"""
-
-
-def _metric(port: int, name: str) -> float:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-            text = response.read().decode()
-    except OSError:
-        return float("nan")
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
 
 
 def run_demo(workdir: Path, customers: int = 1000, days: int = 35, seed: int = 7) -> int:
@@ -110,7 +101,11 @@ def _summary(settings: Settings, new_week_start: float, raw: pd.DataFrame, web_p
     click.echo("")
     click.echo(f"new week: {week['decisions']:,} transactions scored, {week['alerts']:,} alerts, {frauds:,} of them true frauds "
                f"(precision {frauds / max(len(alerted), 1):.0%})")
-    click.echo(f"dead letters (malformed input): {_metric(web_port, 'riskstream_dead_letters_total'):.0f}")
+    exposition = scrape(web_port)
+    click.echo(
+        f"dead letters (malformed input): {sample_total(exposition, 'riskstream_dead_letters_total'):.0f}; "
+        f"labels applied: {sample_total(exposition, 'riskstream_labels_total'):.0f}; worker metrics: http://127.0.0.1:{web_port}/metrics"
+    )
     top = query(
         settings.audit_dir,
         f"SELECT tx_id, card_id, amount, score, base_value FROM alerts WHERE event_time >= TIMESTAMP '{since}' "

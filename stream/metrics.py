@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import urllib.request
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -20,4 +22,19 @@ BATCH_SECONDS = Histogram(
     registry=REGISTRY,
 )
 
-__all__ = ["ALERTS", "BATCH_SECONDS", "DEAD_LETTERS", "DECISIONS", "EVENTS", "EXPLANATION_GAPS", "LABELS", "REGISTRY"]
+def sample_total(exposition: str, name: str) -> float:
+    r"""Sum of a metric's samples over all its labels, read from Prometheus' text exposition.
+
+    >>> sample_total('a_total{x="1"} 2.0\na_total{x="2"} 3.0\na_created 9.0', "a_total")
+    5.0
+    """
+    return sum(float(line.rsplit(" ", 1)[1]) for line in exposition.splitlines() if line.split("{")[0].split(" ")[0] == name)
+
+
+def scrape(port: int, host: str = "127.0.0.1", timeout_s: float = 10.0) -> str:
+    """A worker's ``/metrics`` page."""
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=timeout_s) as response:
+        return response.read().decode()
+
+
+__all__ = ["ALERTS", "BATCH_SECONDS", "DEAD_LETTERS", "DECISIONS", "EVENTS", "EXPLANATION_GAPS", "LABELS", "REGISTRY", "sample_total", "scrape"]

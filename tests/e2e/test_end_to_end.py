@@ -19,6 +19,7 @@ from models.train import TrainConfig, train_from_frame
 from stream.codec import AvroCodec
 from stream.embedded import EmbeddedBroker, free_port
 from stream.local import LocalServices
+from stream.metrics import sample_total, scrape
 from stream.producer import produce, replay_events, send_raw, transaction_record
 from stream.topics import create_topics
 
@@ -93,6 +94,7 @@ def test_transactions_are_scored_explained_and_audited(broker: EmbeddedBroker, s
         alerts = consume_all(settings.bootstrap_servers, settings.alerts_topic, 1, timeout_s=20)
         time.sleep(3)  # anything sent twice would show up in the audit store by now
         services.check_alive()
+        exposition = scrape(settings.web_port)
 
     assert stored == len(frame)
     per_tx = query(settings.audit_dir, "SELECT tx_id, count(*) AS n FROM decisions GROUP BY tx_id").to_pandas()
@@ -100,6 +102,8 @@ def test_transactions_are_scored_explained_and_audited(broker: EmbeddedBroker, s
     assert (per_tx["n"] == 1).all()
 
     assert sorted(message.value for message in dead) == sorted(bad)
+    assert sample_total(exposition, "riskstream_dead_letters_total") == len(bad)
+    assert sample_total(exposition, "riskstream_decisions_total") == len(frame)
     assert all(dict(message.headers).get("reason") for message in dead)
 
     threshold = artifact.threshold
