@@ -133,26 +133,26 @@ class TerminalState:
     [1.0, 0.0]
     """
 
-    __slots__ = ("times", "tx_ids", "frauds", "pending")
+    __slots__ = ("times", "tx_ids", "labels", "pending")
 
     def __init__(
         self,
         times: list[float] | None = None,
         tx_ids: list[str] | None = None,
-        frauds: list[list[Any]] | None = None,
+        labels: list[list[Any]] | None = None,
         pending: list[list[Any]] | None = None,
     ) -> None:
         self.times: list[float] = times if times is not None else []
         self.tx_ids: list[str] = tx_ids if tx_ids is not None else []
-        # [transaction time, reported time, tx_id] of confirmed frauds, sorted by transaction time
-        self.frauds: list[list[Any]] = frauds if frauds is not None else []
+        # [transaction time, reported time, tx_id, is_fraud]: the latest verdict per transaction, by time
+        self.labels: list[list[Any]] = labels if labels is not None else []
         # [tx_id, is_fraud, reported time] of labels whose transaction has not arrived yet
         self.pending: list[list[Any]] = pending if pending is not None else []
 
     def features(self, time: float, label_delay_days: float = DEFAULT_LABEL_DELAY_DAYS) -> list[float]:
         """Transaction count and confirmed-fraud share per window, shifted back by the label delay."""
         hi = time - label_delay_days * DAY
-        fraud_times = [fraud[0] for fraud in self.frauds if fraud[1] <= time]
+        fraud_times = [label[0] for label in self.labels if label[3] and label[1] <= time]
         values = []
         for days in WINDOWS_DAYS:
             lo = hi - days * DAY
@@ -177,7 +177,7 @@ class TerminalState:
         if drop:
             del self.times[:drop]
             del self.tx_ids[:drop]
-            self.frauds = [fraud for fraud in self.frauds if fraud[0] > horizon]
+            self.labels = [label for label in self.labels if label[0] > horizon]
         self.pending = [entry for entry in self.pending if entry[2] > horizon]
 
     def label(self, tx_id: str, is_fraud: bool, reported: float) -> bool:
@@ -192,24 +192,23 @@ class TerminalState:
             if not any(entry[0] == tx_id for entry in self.pending):
                 self.pending.append([tx_id, bool(is_fraud), reported])
             return False
-        known = [fraud for fraud in self.frauds if fraud[2] == tx_id]
+        known = [label for label in self.labels if label[2] == tx_id]
         if known and known[0][1] > reported:
             return True
-        self.frauds = [fraud for fraud in self.frauds if fraud[2] != tx_id]
-        if is_fraud:
-            time = self.times[position]
-            index = bisect_right([fraud[0] for fraud in self.frauds], time)
-            self.frauds.insert(index, [time, reported, tx_id])
+        self.labels = [label for label in self.labels if label[2] != tx_id]
+        time = self.times[position]
+        index = bisect_right([label[0] for label in self.labels], time)
+        self.labels.insert(index, [time, reported, tx_id, bool(is_fraud)])
         return True
 
     def to_dict(self) -> dict[str, Any]:
-        return {"times": self.times, "tx_ids": self.tx_ids, "frauds": self.frauds, "pending": self.pending}
+        return {"times": self.times, "tx_ids": self.tx_ids, "labels": self.labels, "pending": self.pending}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> TerminalState:
         if not data:
             return cls()
-        return cls(list(data["times"]), list(data["tx_ids"]), [list(f) for f in data["frauds"]], [list(p) for p in data["pending"]])
+        return cls(list(data["times"]), list(data["tx_ids"]), [list(label) for label in data["labels"]], [list(p) for p in data["pending"]])
 
 
 def card_step(state: CardState, time: float, amount: float) -> list[float]:
