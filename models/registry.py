@@ -1,0 +1,200 @@
+"""A file-system model registry: one folder per version, checksummed, and a CHAMPION pointer.
+
+Layout: ``REGISTRY/<version>/{manifest.json, weights.pt, background.npy}`` and ``REGISTRY/CHAMPION`` (the
+version the workers score with). A version folder appears in one rename, and CHAMPION is replaced
+atomically, so a worker reloading at any moment sees either the old model or the new one, never half of
+one. Loading checks the SHA-256 of each file against the manifest, and the weights against the hash in the
+version name, and refuses a model that fails (:class:`ModelIntegrityError`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import pickle
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.exceptions import ModelError, ModelIntegrityError, ModelNotFoundError
+from models.network import ModelArtifact, build_network, version_matches
+
+__all__ = ["CHAMPION", "ModelArtifact", "champion_version", "list_versions", "load_artifact", "save_artifact", "set_champion"]
+
+logger = logging.getLogger(__name__)
+
+CHAMPION = "CHAMPION"
+MANIFEST, WEIGHTS, BACKGROUND = "manifest.json", "weights.pt", "background.npy"
+FORMAT = 1
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _hidden(network: nn.Module) -> list[int]:
+    return [layer.out_features for layer in network.modules() if isinstance(layer, nn.Linear)][:-1]
+
+
+def _manifest(artifact: ModelArtifact) -> dict:
+    return {
+        "format": FORMAT,
+        "version": artifact.version,
+        "created_at": artifact.created_at,
+        "feature_names": list(artifact.feature_names),
+        "log_features": list(artifact.log_features),
+        "hidden": _hidden(artifact.network),
+        "scaler_mean": [float(value) for value in artifact.scaler_mean],
+        "scaler_scale": [float(value) for value in artifact.scaler_scale],
+        "threshold": float(artifact.threshold),
+        "label_delay_days": float(artifact.label_delay_days),
+        "metrics": artifact.metrics,
+        "params": artifact.params,
+        "data_range": artifact.data_range,
+        "trained_on": artifact.trained_on,
+    }
+
+
+def _folder(root: Path, version: str) -> Path:
+    """The folder of ``version``, refusing names that would leave the registry."""
+    if not version or version.startswith(".") or Path(version).name != version:
+        raise ModelNotFoundError(f"{version!r} is not a model version name")
+    return root / version
+
+
+def set_champion(registry: str | Path, version: str) -> None:
+    """Make ``version`` the champion by atomically replacing ``REGISTRY/CHAMPION``."""
+    root = Path(registry)
+    if not (_folder(root, version) / MANIFEST).is_file():
+        raise ModelNotFoundError(f"no model version {version!r} in {root}")
+    with tempfile.NamedTemporaryFile("w", dir=root, prefix=".champion-", delete=False) as file:
+        file.write(version + "\n")
+    os.replace(file.name, root / CHAMPION)
+    logger.info("promoted %s to champion in %s", version, root)
+
+
+def save_artifact(artifact: ModelArtifact, registry: str | Path, promote: bool = True) -> Path:
+    """Write ``artifact`` as ``REGISTRY/<version>/`` and, when ``promote``, make it the champion.
+
+    >>> import tempfile
+    >>> from datetime import datetime, timezone
+    >>> from models.network import build_network, new_version
+    >>> network = build_network(1, (2,))
+    >>> version = new_version(network, datetime(2026, 11, 22, tzinfo=timezone.utc))
+    >>> artifact = ModelArtifact(version, ("a",), network, np.zeros(1), np.ones(1), np.zeros((1, 1)), 0.5, 7.0)
+    >>> with tempfile.TemporaryDirectory() as root:
+    ...     _ = save_artifact(artifact, root)
+    ...     load_artifact(root).version == version
+    True
+    """
+    root = Path(registry)
+    if not version_matches(artifact.version, artifact.network):
+        raise ModelError(f"version {artifact.version!r} does not end with its weights' hash (see models.network.new_version)")
+    target = _folder(root, artifact.version)
+    if target.exists():
+        raise ModelError(f"model version {artifact.version!r} is already in {root}")
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{artifact.version}-"))
+    state = {name: tensor.detach().to("cpu", torch.float32).contiguous() for name, tensor in artifact.network.state_dict().items()}
+    torch.save(state, staging / WEIGHTS)
+    np.save(staging / BACKGROUND, np.asarray(artifact.background, dtype=np.float64))
+    manifest = _manifest(artifact)
+    manifest["sha256"] = {WEIGHTS: _sha256(staging / WEIGHTS), BACKGROUND: _sha256(staging / BACKGROUND)}
+    (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    staging.rename(target)
+    logger.info("saved model %s to %s", artifact.version, target)
+    if promote:
+        set_champion(root, artifact.version)
+    return target
+
+
+def champion_version(registry: str | Path) -> str:
+    """The version named in ``REGISTRY/CHAMPION``."""
+    try:
+        return (Path(registry) / CHAMPION).read_text().strip()
+    except FileNotFoundError as error:
+        raise ModelNotFoundError(f"no champion model in {registry}") from error
+
+
+def _read_manifest(folder: Path) -> dict:
+    try:
+        return json.loads((folder / MANIFEST).read_text())
+    except FileNotFoundError as error:
+        raise ModelNotFoundError(f"no model version {folder.name!r} in {folder.parent}") from error
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ModelIntegrityError(f"manifest of model {folder.name!r} is not valid JSON") from error
+
+
+def _verified(folder: Path, manifest: dict) -> ModelArtifact:
+    """Build the artifact of a manifest whose files have been checked against its checksums."""
+    for name in (WEIGHTS, BACKGROUND):
+        if _sha256(folder / name) != manifest["sha256"][name]:
+            raise ModelIntegrityError(f"{name} of model {folder.name!r} does not match its manifest checksum")
+    names = tuple(manifest["feature_names"])
+    network = build_network(len(names), manifest["hidden"])
+    network.load_state_dict(torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True))
+    if manifest["version"] != folder.name or not version_matches(folder.name, network):
+        raise ModelIntegrityError(f"model {folder.name!r}: the weights or manifest belong to another version")
+    return ModelArtifact(
+        version=folder.name,
+        feature_names=names,
+        network=network.eval(),
+        scaler_mean=np.asarray(manifest["scaler_mean"], dtype=np.float64),
+        scaler_scale=np.asarray(manifest["scaler_scale"], dtype=np.float64),
+        background=np.load(folder / BACKGROUND, allow_pickle=False),
+        threshold=float(manifest["threshold"]),
+        label_delay_days=float(manifest["label_delay_days"]),
+        metrics=manifest["metrics"],
+        params=manifest["params"],
+        data_range=manifest["data_range"],
+        trained_on=manifest["trained_on"],
+        created_at=manifest["created_at"],
+        log_features=tuple(manifest["log_features"]),
+    )
+
+
+def load_artifact(registry: str | Path, version: str | None = None) -> ModelArtifact:
+    """Load a version (the champion when None), refusing one whose files fail their checksums."""
+    root = Path(registry)
+    folder = _folder(root, version or champion_version(root))
+    manifest = _read_manifest(folder)
+    try:
+        return _verified(folder, manifest)
+    except (KeyError, TypeError, ValueError, RuntimeError, OSError, EOFError, pickle.UnpicklingError) as error:
+        raise ModelIntegrityError(f"model {folder.name!r} in {root} is incomplete or corrupt: {error}") from error
+
+
+def list_versions(registry: str | Path) -> list[dict]:
+    """``{"version", "created_at", "metrics", "champion"}`` of each saved version, oldest first."""
+    root = Path(registry)
+    if not root.is_dir():
+        return []
+    try:
+        champion = champion_version(root)
+    except ModelNotFoundError:
+        champion = None
+    versions = []
+    for folder in sorted(path for path in root.iterdir() if path.is_dir() and not path.name.startswith(".")):
+        try:
+            manifest = _read_manifest(folder)
+        except ModelError as error:
+            logger.warning("skipping %s: %s", folder, error)
+            continue
+        versions.append(
+            {
+                "version": folder.name,
+                "created_at": manifest.get("created_at", ""),
+                "metrics": manifest.get("metrics", {}),
+                "champion": folder.name == champion,
+            }
+        )
+    return sorted(versions, key=lambda entry: (entry["created_at"], entry["version"]))

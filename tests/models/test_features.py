@@ -1,0 +1,185 @@
+"""Hand-worked examples of every feature, through the state classes and through the offline replay.
+
+Times are in days from 1970-01-01 00:00 UTC, a Thursday; every expected value below is worked out by hand
+in the comment beside it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.features import DAY, FEATURE_NAMES, CardState, TerminalState, calendar_features, card_step, terminal_step
+from models.replay import replay_features
+
+CARD_COLUMNS = [name for name in FEATURE_NAMES if name.startswith("card_")]
+TERMINAL_COLUMNS = [name for name in FEATURE_NAMES if name.startswith("terminal_")]
+
+# One card's history (day, amount), then the transaction scored at day 21 for 50.
+CARD_HISTORY = [(0.0, 10.0), (0.5, 20.0), (5.0, 30.0), (15.0, 60.0), (20.0, 40.0), (20.5, 80.0)]
+CARD_NOW = (21.0, 50.0)
+CARD_EXPECTED = [
+    2.0, 65.0,  # 1 day (20, 21]: 20.5 → 80 and the current 50; day 20 sits on the open boundary
+    4.0, 57.5,  # 7 days (14, 21]: 60, 40, 80 and 50 → 230 / 4
+    7.0, 290.0 / 7,  # 30 days: all six and the current one → 290 / 7
+]
+
+# One terminal's history (day, fraud?), then a transaction scored at day 17 with a 7-day label delay,
+# so every window ends at day 10.
+TERMINAL_HISTORY = [(0.5, 0), (1.0, 1), (2.5, 0), (9.0, 1), (10.0, 0), (12.0, 1)]
+TERMINAL_NOW = 17.0
+TERMINAL_EXPECTED = [
+    1.0, 0.0,  # 1 day (9, 10]: only day 10, genuine (day 9 sits on the open boundary)
+    2.0, 0.5,  # 7 days (3, 10]: days 9 (fraud) and 10
+    5.0, 0.4,  # 30 days (-20, 10]: five transactions, two frauds; day 12 is after the delayed window
+]
+
+
+def _frame(rows: list[tuple[float, str, str, float, int]]) -> pd.DataFrame:
+    """A normalized frame from (day, card, terminal, amount, label) rows, in the given (time) order."""
+    return pd.DataFrame(
+        {
+            "tx_id": [f"tx{index}" for index in range(len(rows))],
+            "time": [day * DAY for day, *_ in rows],
+            "card_id": [row[1] for row in rows],
+            "terminal_id": [row[2] for row in rows],
+            "amount": [row[3] for row in rows],
+            "label": [row[4] for row in rows],
+        }
+    )
+
+
+def _row(features: np.ndarray, columns: list[str]) -> list[float]:
+    return [float(features[FEATURE_NAMES.index(name)]) for name in columns]
+
+
+def test_calendar_flags_are_read_in_utc():
+    assert calendar_features(0.0) == [0.0, 1.0]  # Thursday, midnight
+    assert calendar_features(2 * DAY + 12 * 3600) == [1.0, 0.0]  # Saturday noon
+    assert calendar_features(3 * DAY + 6 * 3600 + 3599) == [1.0, 1.0]  # Sunday 06:59:59 is still night
+    assert calendar_features(4 * DAY + 7 * 3600) == [0.0, 0.0]  # Monday 07:00 is day
+
+
+def test_card_windows_include_the_current_transaction():
+    state = CardState()
+    for day, amount in CARD_HISTORY:
+        card_step(state, day * DAY, amount)
+    assert state.features(CARD_NOW[0] * DAY, CARD_NOW[1]) == pytest.approx(CARD_EXPECTED)
+
+
+def test_card_windows_through_replay():
+    rows = [(day, "c", f"t{index}", amount, 0) for index, (day, amount) in enumerate(CARD_HISTORY)]
+    rows.append((CARD_NOW[0], "c", "t9", CARD_NOW[1], 0))
+    rows.insert(3, (6.0, "other", "t0", 1000.0, 1))  # another card's transaction changes nothing
+    features = replay_features(_frame(rows))
+    assert _row(features[-1], CARD_COLUMNS) == pytest.approx(CARD_EXPECTED)
+    # amount, weekend and night of day 21: Thursday 1970-01-22 at midnight
+    assert features[-1][:3].tolist() == [50.0, 0.0, 1.0]
+    # the first transaction only sees itself
+    assert _row(features[0], CARD_COLUMNS) == [1.0, 10.0, 1.0, 10.0, 1.0, 10.0]
+
+
+def test_terminal_windows_are_shifted_back_by_the_label_delay():
+    state = TerminalState()
+    for index, (day, _) in enumerate(TERMINAL_HISTORY):
+        terminal_step(state, day * DAY, f"tx{index}", 7)
+    for index, (day, fraud) in enumerate(TERMINAL_HISTORY):
+        if fraud:
+            assert state.label(f"tx{index}", True, reported=(day + 7) * DAY)
+    assert state.features(TERMINAL_NOW * DAY, label_delay_days=7) == pytest.approx(TERMINAL_EXPECTED)
+
+
+def test_terminal_windows_through_replay():
+    rows = [(day, f"c{index}", "T", 10.0, fraud) for index, (day, fraud) in enumerate(TERMINAL_HISTORY)]
+    rows.append((TERMINAL_NOW, "c9", "T", 10.0, 0))
+    features = replay_features(_frame(rows), label_delay_days=7)
+    assert _row(features[-1], TERMINAL_COLUMNS) == pytest.approx(TERMINAL_EXPECTED)
+    # At day 12 the window ends at day 5: the labels of days 1 (arrived day 8) and 0.5, 2.5 (genuine) count.
+    assert _row(features[5], TERMINAL_COLUMNS) == pytest.approx([0.0, 0.0, 3.0, 1 / 3, 3.0, 1 / 3])
+
+
+def test_a_label_is_used_only_once_its_feedback_has_arrived():
+    state = TerminalState()
+    terminal_step(state, 0.5 * DAY, "late", 7)
+    # day 8, window (0, 1]: the transaction is old enough, but its label has not arrived: counted as genuine
+    assert state.features(8 * DAY, 7)[:2] == [1.0, 0.0]
+    state.label("late", True, reported=8 * DAY)
+    assert state.features(8 * DAY, 7)[:2] == [1.0, 1.0]
+    # a label reported after the transaction being scored is not used, whenever it was processed
+    assert state.features(7.9 * DAY, 7)[:2] == [1.0, 0.0]
+
+
+def test_replay_applies_a_label_exactly_at_the_label_delay():
+    rows = [(0.5, "a", "T", 10.0, 1), (7.5 - 1 / DAY, "b", "T", 10.0, 0), (7.5, "c", "T", 10.0, 0)]
+    features = replay_features(_frame(rows), label_delay_days=7)
+    # one second before the label arrives the fraud is also still outside the delayed window
+    assert _row(features[1], TERMINAL_COLUMNS)[:2] == [0.0, 0.0]
+    assert _row(features[2], TERMINAL_COLUMNS)[:2] == [1.0, 1.0]
+    # a transaction's own label never reaches its own features
+    assert _row(features[0], TERMINAL_COLUMNS) == [0.0] * 6
+
+
+def test_a_duplicate_label_counts_once_and_the_latest_verdict_wins():
+    state = TerminalState()
+    terminal_step(state, 1.0 * DAY, "a", 7)
+    terminal_step(state, 1.5 * DAY, "b", 7)
+    assert state.label("a", True, reported=8 * DAY) and state.label("a", True, reported=8 * DAY)
+    assert [label[2:] for label in state.labels] == [["a", True]]
+    assert state.features(9 * DAY, 7)[2:4] == [2.0, 0.5]  # 7 days (-5, 2]: both transactions, one fraud
+    assert state.label("a", False, reported=8.5 * DAY)
+    assert state.features(9 * DAY, 7)[2:4] == [2.0, 0.0]
+    # an older report arriving late does not overturn the newer verdict
+    assert state.label("a", True, reported=8 * DAY)
+    assert state.features(9 * DAY, 7)[2:4] == [2.0, 0.0]
+
+
+def test_a_label_before_its_transaction_waits_for_it():
+    state = TerminalState()
+    assert state.label("early", True, reported=7 * DAY) is False
+    assert state.pending == [["early", True, 7 * DAY]]
+    terminal_step(state, 0.0, "early", 7)
+    assert state.pending == [] and [label[2:] for label in state.labels] == [["early", True]]
+    assert state.features(7.5 * DAY, 7)[:2] == [1.0, 1.0]
+
+
+def test_a_repeated_transaction_is_recorded_once():
+    state = TerminalState()
+    terminal_step(state, 1.0 * DAY, "a", 7)
+    terminal_step(state, 1.0 * DAY, "a", 7)
+    assert state.tx_ids == ["a"]
+
+
+def test_an_out_of_order_card_transaction_sees_only_earlier_ones():
+    state = CardState()
+    card_step(state, 10 * DAY, 100.0)
+    # arriving late, the day-5 transaction does not see the day-10 one
+    assert card_step(state, 5 * DAY, 20.0) == [1.0, 20.0, 1.0, 20.0, 1.0, 20.0]
+    assert state.times == [5 * DAY, 10 * DAY]
+    # day 11: day 10 sits on the 1-day boundary; the 7- and 30-day windows see both, (20 + 100 + 30) / 3
+    assert state.features(11 * DAY, 30.0) == pytest.approx([1.0, 30.0, 3.0, 50.0, 3.0, 50.0])
+
+
+def test_an_out_of_order_terminal_transaction_is_kept_in_time_order():
+    state = TerminalState()
+    terminal_step(state, 10 * DAY, "late-seen-first", 7)
+    terminal_step(state, 5 * DAY, "early", 7)
+    assert state.tx_ids == ["early", "late-seen-first"]
+    assert state.label("early", True, reported=12 * DAY)
+    # day 12.5: window (4.5, 5.5] holds the day-5 fraud only
+    assert state.features(12.5 * DAY, 7)[:2] == [1.0, 1.0]
+
+
+def test_replay_refuses_a_frame_out_of_time_order():
+    rows = [(2.0, "a", "T", 1.0, 0), (1.0, "a", "T", 1.0, 0)]
+    with pytest.raises(ValueError, match="sorted by time"):
+        replay_features(_frame(rows))
+
+
+def test_old_transactions_and_their_labels_are_forgotten():
+    state = TerminalState()
+    terminal_step(state, 0.0, "old", 7)
+    state.label("old", True, reported=7 * DAY)
+    state.label("never-seen", True, reported=1 * DAY)
+    terminal_step(state, 40 * DAY, "new", 7)  # 40 days > 30 + 7: "old" leaves every window
+    assert state.tx_ids == ["new"] and state.labels == [] and state.pending == []

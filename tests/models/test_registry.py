@@ -1,0 +1,129 @@
+"""The model registry: round trips, the champion pointer, and refusing tampered or missing models."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+import torch
+
+from models.exceptions import ModelError, ModelIntegrityError, ModelNotFoundError
+from models.network import ModelArtifact, build_network, new_version
+from models.registry import CHAMPION, champion_version, list_versions, load_artifact, save_artifact, set_champion
+
+NAMES = ("amount", "card_tx_count_1d", "terminal_fraud_rate_7d")
+
+
+def _artifact(seed: int, minutes: int = 0) -> ModelArtifact:
+    torch.manual_seed(seed)
+    network = build_network(len(NAMES), (8, 4)).eval()
+    created = datetime(2026, 11, 22, tzinfo=timezone.utc) + timedelta(minutes=minutes)
+    rng = np.random.default_rng(seed)
+    return ModelArtifact(
+        version=new_version(network, created),
+        feature_names=NAMES,
+        network=network,
+        scaler_mean=rng.normal(size=3),
+        scaler_scale=rng.uniform(0.5, 2.0, size=3),
+        background=rng.uniform(0, 100, size=(20, 3)),
+        threshold=0.42,
+        label_delay_days=7.0,
+        metrics={"auc": 0.9, "ap": 0.7, "cp_at_100": 0.3},
+        params={"hidden": [8, 4], "seed": seed},
+        data_range={"start": "2018-07-01T00:00:00+00:00", "end": "2018-07-31T23:59:59+00:00"},
+        trained_on="cpu",
+        created_at=created.isoformat(),
+        log_features=("amount", "card_tx_count_1d"),
+    )
+
+
+def test_save_then_load_gives_the_same_model(tmp_path):
+    artifact = _artifact(0)
+    folder = save_artifact(artifact, tmp_path)
+    assert sorted(path.name for path in folder.iterdir()) == ["background.npy", "manifest.json", "weights.pt"]
+    loaded = load_artifact(tmp_path)
+    x = np.random.default_rng(1).uniform(0, 50, size=(64, 3))
+    assert np.array_equal(loaded.predict_logit(x), artifact.predict_logit(x))
+    assert np.array_equal(loaded.background, artifact.background)
+    assert np.array_equal(loaded.scaler_mean, artifact.scaler_mean)
+    for field in ("version", "feature_names", "threshold", "label_delay_days", "metrics", "params", "data_range",
+                  "trained_on", "created_at", "log_features"):
+        assert getattr(loaded, field) == getattr(artifact, field), field
+    assert not loaded.network.training
+
+
+def test_the_champion_moves_only_when_promoted(tmp_path):
+    first, second, third = _artifact(0, 0), _artifact(1, 1), _artifact(2, 2)
+    save_artifact(first, tmp_path)
+    save_artifact(second, tmp_path, promote=False)
+    assert champion_version(tmp_path) == first.version
+    assert load_artifact(tmp_path).version == first.version
+    save_artifact(third, tmp_path)
+    assert (tmp_path / CHAMPION).read_text().strip() == third.version
+    set_champion(tmp_path, second.version)
+    assert load_artifact(tmp_path).version == second.version
+    listing = list_versions(tmp_path)
+    assert [entry["version"] for entry in listing] == [first.version, second.version, third.version]
+    assert [entry["champion"] for entry in listing] == [False, True, False]
+    assert listing[0]["metrics"] == first.metrics
+    assert not [path for path in tmp_path.iterdir() if path.name.startswith(".")]  # no staging left behind
+
+
+@pytest.mark.parametrize("name", ["weights.pt", "background.npy"])
+def test_a_tampered_file_is_refused(tmp_path, name):
+    artifact = _artifact(0)
+    folder = save_artifact(artifact, tmp_path)
+    data = bytearray((folder / name).read_bytes())
+    data[-1] ^= 0x01
+    (folder / name).write_bytes(bytes(data))
+    with pytest.raises(ModelIntegrityError, match="checksum"):
+        load_artifact(tmp_path, artifact.version)
+
+
+def test_weights_swapped_with_a_matching_checksum_are_refused(tmp_path):
+    good, other = _artifact(0, 0), _artifact(1, 1)
+    good_folder, other_folder = save_artifact(good, tmp_path), save_artifact(other, tmp_path)
+    shutil.copy(other_folder / "weights.pt", good_folder / "weights.pt")
+    manifest = json.loads((good_folder / "manifest.json").read_text())
+    manifest["sha256"]["weights.pt"] = json.loads((other_folder / "manifest.json").read_text())["sha256"]["weights.pt"]
+    (good_folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelIntegrityError, match="another version"):
+        load_artifact(tmp_path, good.version)
+
+
+def test_a_broken_manifest_is_refused(tmp_path):
+    artifact = _artifact(0)
+    folder = save_artifact(artifact, tmp_path)
+    (folder / "manifest.json").write_text("{not json")
+    with pytest.raises(ModelIntegrityError):
+        load_artifact(tmp_path)
+    (folder / "manifest.json").write_text(json.dumps({"version": artifact.version}))
+    with pytest.raises(ModelIntegrityError, match="incomplete"):
+        load_artifact(tmp_path)
+    assert list_versions(tmp_path)[0]["metrics"] == {}
+
+
+def test_missing_models_are_reported_as_not_found(tmp_path):
+    assert list_versions(tmp_path / "nowhere") == []
+    with pytest.raises(ModelNotFoundError):
+        load_artifact(tmp_path)
+    save_artifact(_artifact(0), tmp_path)
+    with pytest.raises(ModelNotFoundError):
+        load_artifact(tmp_path, "20200101T000000-deadbeef")
+    with pytest.raises(ModelNotFoundError):
+        load_artifact(tmp_path, "../outside")
+    with pytest.raises(ModelNotFoundError):
+        set_champion(tmp_path, "20200101T000000-deadbeef")
+
+
+def test_a_version_is_written_once_and_must_name_its_weights(tmp_path):
+    artifact = _artifact(0)
+    save_artifact(artifact, tmp_path)
+    with pytest.raises(ModelError, match="already"):
+        save_artifact(artifact, tmp_path)
+    artifact.version = "20261122T000000-00000000"
+    with pytest.raises(ModelError, match="hash"):
+        save_artifact(artifact, tmp_path)

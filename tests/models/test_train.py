@@ -1,0 +1,103 @@
+"""Training on small simulated data: reproducible, learns something, and survives the registry round trip."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.dataset import normalize
+from models.exceptions import ModelError
+from models.features import DAY, FEATURE_NAMES
+from models.registry import load_artifact, save_artifact
+from models.replay import replay_features
+from models.simulate import simulate
+from models.train import TrainConfig, alert_threshold, fit, train_from_frame
+
+FAST = TrainConfig(hidden=(16, 8), epochs=4, batch_size=512)
+
+
+@pytest.fixture(scope="module")
+def history() -> tuple[pd.DataFrame, np.ndarray]:
+    frame = normalize(simulate(n_customers=200, n_terminals=400, n_days=40, seed=3))
+    return frame, replay_features(frame)
+
+
+@pytest.fixture(scope="module")
+def artifact(history):
+    frame, features = history
+    return train_from_frame(frame, features, valid_days=7, config=FAST)
+
+
+def test_train_from_frame_validates_on_the_last_days(history, artifact):
+    frame, _ = history
+    days = np.floor(frame["time"].to_numpy() / DAY)
+    valid = days > days.max() - 7
+    train = ~valid & (days >= days.min() + 7)
+    assert artifact.params["n_valid"] == valid.sum() and artifact.params["n_train"] == train.sum()
+    assert artifact.data_range["start"].startswith("2018-04-08")
+    assert artifact.data_range["end"].startswith("2018-05-10")
+    assert set(artifact.metrics) == {"auc", "ap", "cp_at_100"}
+    assert artifact.metrics["auc"] > 0.75  # well above chance on the simulator's frauds
+    assert artifact.feature_names == FEATURE_NAMES and artifact.trained_on == "cpu"
+    assert len(artifact.background) == 200
+    assert re.fullmatch(r"\d{8}T\d{6}-[0-9a-f]{8}", artifact.version)
+
+
+def test_threshold_gives_the_alert_rate_on_validation(history, artifact):
+    frame, features = history
+    days = np.floor(frame["time"].to_numpy() / DAY)
+    scores = artifact.predict_proba(features[days > days.max() - 7])
+    share = np.mean(scores >= artifact.threshold)
+    assert FAST.alert_rate <= share < FAST.alert_rate + 0.005
+
+
+def test_train_days_limits_the_training_window(history, artifact):
+    frame, features = history
+    short = train_from_frame(frame, features, valid_days=7, train_days=3, config=FAST)
+    assert short.params["n_train"] < artifact.params["n_train"] / 5
+    assert short.data_range["start"].startswith("2018-05-01")  # three days before the validation week 05-04 … 05-10
+
+
+def test_saved_and_loaded_model_scores_identically(tmp_path, history, artifact):
+    _, features = history
+    save_artifact(artifact, tmp_path)
+    loaded = load_artifact(tmp_path)
+    assert np.array_equal(loaded.predict_proba(features[:500]), artifact.predict_proba(features[:500]))
+    assert loaded.threshold == artifact.threshold and loaded.metrics == artifact.metrics
+
+
+def test_the_same_seed_gives_the_same_model(history):
+    frame, features = history
+    y = frame["label"].to_numpy()
+    train, valid = slice(3000, 9000), slice(9000, 12000)
+    fits = [fit(features[train], y[train], features[valid], y[valid], FEATURE_NAMES, TrainConfig(hidden=(8,), epochs=2, seed=seed))
+            for seed in (7, 7, 8)]
+    same, again, other = (model.predict_logit(features[:1000]) for model in fits)
+    assert np.array_equal(same, again)
+    assert fits[0].version.rpartition("-")[2] == fits[1].version.rpartition("-")[2]
+    assert not np.allclose(same, other)
+
+
+def test_scale_log_transforms_counts_and_average_amounts_only(artifact):
+    row = np.arange(1.0, len(FEATURE_NAMES) + 1)[None, :]
+    scaled = artifact.scale(row)
+    assert scaled.dtype == np.float32 and scaled.shape == (1, len(FEATURE_NAMES))
+    expected = np.where([("avg_amount" in n or "count" in n) for n in FEATURE_NAMES], np.log1p(row), row)
+    np.testing.assert_allclose(scaled, (expected - artifact.scaler_mean) / artifact.scaler_scale, rtol=1e-5)
+    assert artifact.predict_logit(row).shape == (1,)
+
+
+def test_fit_refuses_data_without_both_classes(history):
+    _, features = history
+    with pytest.raises(ModelError, match="both"):
+        fit(features[:100], np.zeros(100), features[:100], np.r_[np.zeros(99), 1], FEATURE_NAMES, FAST)
+    with pytest.raises(ModelError, match="expected"):
+        fit(features[:100, :3], np.r_[np.zeros(99), 1], features[:100], np.r_[np.zeros(99), 1], FEATURE_NAMES, FAST)
+
+
+def test_alert_threshold_always_alerts_at_least_once():
+    assert alert_threshold(np.array([0.2, 0.1, 0.3]), 0.0001) == 0.3
+    assert alert_threshold(np.linspace(0, 1, 1001), 0.01) == pytest.approx(0.99)
