@@ -111,6 +111,35 @@ def train(data: Path, until: str | None, valid_days: int, epochs: int | None, se
 
 
 @main.command()
+@click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
+@click.option("--protocol", type=click.Choice(["prequential", "baseline"]), default="prequential", show_default=True)
+@click.option("--fold-starts", default=None, help="Comma-separated training start days (default: the handbook's test folds).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write the summary JSON here.")
+@click.option("--report-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("var/evaluation"), show_default=True)
+@click.option("--seed", default=0, show_default=True)
+def evaluate(data: Path, protocol: str, fold_starts: str | None, json_out: Path | None, report_dir: Path, seed: int) -> None:
+    """Run the handbook's protocol on a raw transaction file and write the report (JSON, Markdown, plots)."""
+    from dataclasses import replace
+
+    from models.evaluate import protocol_folds, run_folds
+    from models.replay import replay_features
+    from models.report import write_report
+    from models.train import TrainConfig
+
+    frame = _load(data)
+    features = replay_features(frame, progress=True)
+    starts = [day.strip() for day in fold_starts.split(",")] if fold_starts else None
+    folds = protocol_folds(frame, protocol, starts)  # type: ignore[arg-type]
+    results = run_folds(frame, features, folds, replace(TrainConfig(), seed=seed), progress=True)
+    summary = write_report(results, frame, report_dir, name=f"riskstream MLP, {protocol}")
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(summary, indent=2))
+    click.echo((report_dir / "evaluation.md").read_text())
+    click.echo(f"report in {report_dir}")
+
+
+@main.command()
 @click.argument("query")
 @click.option("--audit-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Audit store (default: RISKSTREAM_AUDIT_DIR).")
 @click.option("--format", "output", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
