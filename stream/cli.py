@@ -145,10 +145,16 @@ def evaluate(data: Path, protocol: str, fold_starts: str | None, json_out: Path 
 @click.option("--format", "output", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 def sql(query: str, audit_dir: Path | None, output: str) -> None:
     """Answer an analyst's read-only SQL query over the audit store (safe while the writer runs)."""
+    import duckdb
+
+    from audit import AuditError
     from audit import query as run_query
 
     settings = _settings(audit_dir=audit_dir)
-    table = run_query(settings.audit_dir, query).to_pandas()
+    try:
+        table = run_query(settings.audit_dir, query).to_pandas()
+    except (AuditError, duckdb.Error) as error:
+        raise click.ClickException(str(error)) from error
     if output == "csv":
         click.echo(table.to_csv(index=False), nl=False)
     elif output == "json":
