@@ -104,16 +104,17 @@ def _summary(settings: Settings, new_week_start: float, raw: pd.DataFrame, web_p
     exposition = scrape(web_port)
     click.echo(
         f"dead letters (malformed input): {sample_total(exposition, 'riskstream_dead_letters_total'):.0f}; "
-        f"labels applied: {sample_total(exposition, 'riskstream_labels_total'):.0f}; worker metrics: http://127.0.0.1:{web_port}/metrics"
+        f"fraud labels received: {sample_total(exposition, 'riskstream_labels_total'):.0f}; worker metrics: http://127.0.0.1:{web_port}/metrics"
     )
     top = query(
         settings.audit_dir,
-        f"SELECT tx_id, card_id, amount, score, base_value FROM alerts WHERE event_time >= TIMESTAMP '{since}' "
-        "ORDER BY score DESC, tx_id LIMIT 3",
+        f"SELECT tx_id, card_id, amount, score, score_logit, base_value FROM alerts WHERE event_time >= TIMESTAMP '{since}' "
+        "ORDER BY score_logit DESC, tx_id LIMIT 3",
     ).to_pylist()
     click.echo("\nthe three most suspicious alerts (reasons in log-odds; base value + contributions = model logit):")
     for alert in top:
-        click.echo(f"  tx {alert['tx_id']}  card {alert['card_id']}  amount {alert['amount']:.2f}  score {alert['score']:.3f}"
+        click.echo(f"  tx {alert['tx_id']}  card {alert['card_id']}  amount {alert['amount']:.2f}  score {alert['score']:.4f}"
+                   f" (logit {alert['score_logit']:.2f} = base {alert['base_value']:.2f} + reasons)"
                    f"  (fraud: {'yes' if truth.get(alert['tx_id']) else 'no'})")
         reasons = query(
             settings.audit_dir,

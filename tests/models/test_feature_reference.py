@@ -37,7 +37,7 @@ def handbook_features(frame: pd.DataFrame, delay: int = DEFAULT_LABEL_DELAY_DAYS
         reference[f"terminal_fraud_rate_{days}d"] = np.where(n_window > 0, frauds / np.maximum(n_window, 1), 0.0)
     when = pd.to_datetime(frame["time"], unit="s")
     reference["amount"] = frame["amount"].to_numpy()
-    reference["is_weekend"] = (when.dt.weekday >= 5).astype(float).to_numpy()
+    reference["is_weekend"] = (when.dt.day_of_week >= 5).astype(float).to_numpy()
     reference["is_night"] = (when.dt.hour <= 6).astype(float).to_numpy()
     return reference
 
