@@ -54,16 +54,18 @@ def segments(root: Path, table: str) -> list[str]:
     return sorted(p.name for p in (root / "segments" / table).iterdir())
 
 
+_WRITE_AND_FLUSH = (
+    "import json, os, sys; from audit import AuditStore\n"
+    "store = AuditStore(sys.argv[1], export_interval_s=float(sys.argv[3]))\n"
+    "store.add_decisions(json.loads(open(sys.argv[2]).read())); store.flush()\n"
+)
+
+
 @contextmanager
 def writer_process(root: Path, records: list[dict], *, export_interval_s: float = 0.0) -> Iterator[None]:
     """A second process that writes ``records`` and keeps the store open until the block ends."""
     (root.parent / "records.json").write_text(json.dumps(records))
-    script = (
-        "import json, sys; from audit import AuditStore\n"
-        "store = AuditStore(sys.argv[1], export_interval_s=float(sys.argv[3]))\n"
-        "store.add_decisions(json.loads(open(sys.argv[2]).read())); store.flush()\n"
-        "print('ready', flush=True); sys.stdin.readline(); store.close()\n"
-    )
+    script = _WRITE_AND_FLUSH + "print('ready', flush=True); sys.stdin.readline(); store.close()\n"
     proc = _python(script, root, export_interval_s, stdin=subprocess.PIPE)
     try:
         assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
@@ -76,12 +78,7 @@ def writer_process(root: Path, records: list[dict], *, export_interval_s: float 
 def crashing_writer(root: Path, records: list[dict], *, export_interval_s: float) -> None:
     """Write and flush ``records`` in another process that then dies without closing the store."""
     (root.parent / "records.json").write_text(json.dumps(records))
-    script = (
-        "import json, os, sys; from audit import AuditStore\n"
-        "store = AuditStore(sys.argv[1], export_interval_s=float(sys.argv[3]))\n"
-        "store.add_decisions(json.loads(open(sys.argv[2]).read())); store.flush()\n"
-        "os._exit(3)\n"
-    )
+    script = _WRITE_AND_FLUSH + "os._exit(3)\n"
     proc = _python(script, root, export_interval_s)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 3, stderr
