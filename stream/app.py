@@ -21,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from explain import Explainer
 from models.registry import load_artifact
 from stream import metrics
-from stream.codec import AvroCodec
+from stream.codec import AvroCodec, register_faust_codecs
 from stream.pipeline import Reject, ScoredBatch, Scorer, apply_card_stage, apply_terminal_stage, decode_valid
 from stream.settings import Settings
 from stream.validation import validate_feedback, validate_transaction
@@ -44,6 +44,8 @@ class Serving:
         self.scorer: Scorer | None = None
 
     def load(self) -> Scorer:
+        # One intra-op thread: batches are small, and a second thread fighting the event loop for two cores
+        # made scoring and SHAP several times slower here, not faster.
         torch.set_num_threads(1)
         artifact = load_artifact(self.settings.model_registry, self.settings.model_version)
         logger.info("serving model %s", artifact.version)
@@ -85,6 +87,7 @@ def create_app(settings: Settings) -> faust.App:
         key_serializer="raw",
         value_serializer="raw",
     )
+    register_faust_codecs()  # "avro-transaction", "avro-decision", ... for topics that want Faust to decode
     serving = Serving(settings)
     codecs = {name: AvroCodec(name) for name in ("Transaction", "Feedback", "TerminalEvent", "Decision", "Alert")}
 
