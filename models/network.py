@@ -16,8 +16,9 @@ from datetime import datetime, timezone
 
 import numpy as np
 import torch
-from scipy.special import expit
 from torch import nn
+
+from models.exceptions import ModelError
 
 __all__ = ["ModelArtifact", "build_network", "default_log_features", "new_version", "version_matches", "weights_digest"]
 
@@ -126,7 +127,7 @@ class ModelArtifact:
         """The fixed, unscaled transform: ``log1p`` of the :attr:`log_features` columns, as float64."""
         x = np.array(x_raw, dtype=np.float64, ndmin=2)
         if x.shape[1] != len(self.feature_names):
-            raise ValueError(f"expected {len(self.feature_names)} features, got {x.shape[1]}")
+            raise ModelError(f"model {self.version} expects {len(self.feature_names)} features, got {x.shape[1]}")
         x[:, self._log_columns] = np.log1p(np.maximum(x[:, self._log_columns], 0.0))
         return x
 
@@ -141,4 +142,4 @@ class ModelArtifact:
 
     def predict_proba(self, x_raw: np.ndarray) -> np.ndarray:
         """Fraud probabilities ``(N,)`` of raw rows, the scores compared with :attr:`threshold`."""
-        return expit(self.predict_logit(x_raw).astype(np.float64))
+        return torch.sigmoid(torch.from_numpy(self.predict_logit(x_raw).astype(np.float64))).numpy()

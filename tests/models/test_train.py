@@ -88,6 +88,8 @@ def test_scale_log_transforms_counts_and_average_amounts_only(artifact):
     expected = np.where([("avg_amount" in n or "count" in n) for n in FEATURE_NAMES], np.log1p(row), row)
     np.testing.assert_allclose(scaled, (expected - artifact.scaler_mean) / artifact.scaler_scale, rtol=1e-5)
     assert artifact.predict_logit(row).shape == (1,)
+    with pytest.raises(ModelError, match="expects 15 features"):
+        artifact.scale(row[:, :3])
 
 
 def test_fit_refuses_data_without_both_classes(history):
