@@ -152,7 +152,7 @@ class TerminalState:
     def features(self, time: float, label_delay_days: float = DEFAULT_LABEL_DELAY_DAYS) -> list[float]:
         """Transaction count and confirmed-fraud share per window, shifted back by the label delay."""
         hi = time - label_delay_days * DAY
-        fraud_times = [label[0] for label in self.labels if label[3] and label[1] <= time]
+        fraud_times = [label[0] for label in self.labels if label[3] and label[1] <= time] if self.labels else []
         values = []
         for days in WINDOWS_DAYS:
             lo = hi - days * DAY
@@ -169,16 +169,18 @@ class TerminalState:
         index = bisect_right(self.times, time)
         self.times.insert(index, time)
         self.tx_ids.insert(index, tx_id)
-        for waiting in [entry for entry in self.pending if entry[0] == tx_id]:
-            self.pending.remove(waiting)
-            self.label(tx_id, waiting[1], waiting[2])
+        if self.pending:
+            for waiting in [entry for entry in self.pending if entry[0] == tx_id]:
+                self.pending.remove(waiting)
+                self.label(tx_id, waiting[1], waiting[2])
         horizon = self.times[-1] - (max(WINDOWS_DAYS) + label_delay_days) * DAY
         drop = bisect_right(self.times, horizon)
         if drop:
             del self.times[:drop]
             del self.tx_ids[:drop]
             self.labels = [label for label in self.labels if label[0] > horizon]
-        self.pending = [entry for entry in self.pending if entry[2] > horizon]
+        if self.pending:
+            self.pending = [entry for entry in self.pending if entry[2] > horizon]
 
     def label(self, tx_id: str, is_fraud: bool, reported: float) -> bool:
         """Apply a label reported at ``reported`` (epoch seconds); the latest report for a transaction wins.
