@@ -10,10 +10,14 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from stream.settings import Settings
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _settings(**overrides: object) -> Settings:
@@ -48,7 +52,7 @@ def simulate(out: Path, customers: int, terminals: int, days: int, start: str, s
     click.echo(f"{len(frame):,} transactions, {int(frame['TX_FRAUD'].sum()):,} frauds → {out}")
 
 
-def _load(data: Path, since: str | None = None, until: str | None = None):  # noqa: ANN202 - a DataFrame
+def _load(data: Path, since: str | None = None, until: str | None = None) -> pd.DataFrame:
     from models.dataset import load_transactions
 
     frame = load_transactions(data)
