@@ -65,19 +65,26 @@ def _count_in(times: list[float], lo: float, hi: float) -> int:
 
 
 class CardState:
-    """A card's recent transactions (event time in epoch seconds, amount), sorted by time.
+    """A card's recent transactions (event time in epoch seconds, amount, tx_id), sorted by time.
+
+    The tx_ids make a redelivered transaction (at-least-once processing after a crash) recognisable, so it
+    is never counted twice.
 
     >>> state = CardState()
-    >>> state.update(0.0, 10.0)
-    >>> state.features(3_600.0, 30.0)[:2]
+    >>> card_step(state, 0.0, 10.0, "a")[:2]
+    [1.0, 10.0]
+    >>> card_step(state, 3_600.0, 30.0, "b")[:2]
+    [2.0, 20.0]
+    >>> card_step(state, 3_600.0, 30.0, "b")[:2]  # delivered again: same features, state unchanged
     [2.0, 20.0]
     """
 
-    __slots__ = ("times", "amounts")
+    __slots__ = ("times", "amounts", "tx_ids")
 
-    def __init__(self, times: list[float] | None = None, amounts: list[float] | None = None) -> None:
+    def __init__(self, times: list[float] | None = None, amounts: list[float] | None = None, tx_ids: list[str] | None = None) -> None:
         self.times: list[float] = times if times is not None else []
         self.amounts: list[float] = amounts if amounts is not None else []
+        self.tx_ids: list[str] = tx_ids if tx_ids is not None else []
 
     def features(self, time: float, amount: float) -> list[float]:
         """Count and average amount per window, ending at ``time`` and including this transaction."""
@@ -90,29 +97,36 @@ class CardState:
             values.append((math.fsum(self.amounts[lo:hi]) + amount) / count)
         return values
 
-    def update(self, time: float, amount: float) -> None:
+    def without(self, tx_id: str) -> CardState:
+        """A copy without one transaction: the state as a redelivered transaction first saw it."""
+        index = self.tx_ids.index(tx_id)
+        return CardState(
+            self.times[:index] + self.times[index + 1 :],
+            self.amounts[:index] + self.amounts[index + 1 :],
+            self.tx_ids[:index] + self.tx_ids[index + 1 :],
+        )
+
+    def update(self, time: float, amount: float, tx_id: str) -> None:
         """Record a transaction (late ones are inserted in time order) and forget what no window needs."""
-        if self.times and time < self.times[-1]:
-            index = bisect_right(self.times, time)
-            self.times.insert(index, time)
-            self.amounts.insert(index, amount)
-        else:
-            self.times.append(time)
-            self.amounts.append(amount)
+        index = bisect_right(self.times, time)
+        self.times.insert(index, time)
+        self.amounts.insert(index, amount)
+        self.tx_ids.insert(index, tx_id)
         horizon = self.times[-1] - max(WINDOWS_DAYS) * DAY
         drop = bisect_right(self.times, horizon)
         if drop:
             del self.times[:drop]
             del self.amounts[:drop]
+            del self.tx_ids[:drop]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"times": self.times, "amounts": self.amounts}
+        return {"times": self.times, "amounts": self.amounts, "tx_ids": self.tx_ids}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> CardState:
         if not data:
             return cls()
-        return cls(list(data["times"]), list(data["amounts"]))
+        return cls(list(data["times"]), list(data["amounts"]), list(data["tx_ids"]))
 
 
 class TerminalState:
@@ -213,10 +227,16 @@ class TerminalState:
         return cls(list(data["times"]), list(data["tx_ids"]), [list(label) for label in data["labels"]], [list(p) for p in data["pending"]])
 
 
-def card_step(state: CardState, time: float, amount: float) -> list[float]:
-    """Card features of a transaction, then the transaction recorded: the one order both paths use."""
+def card_step(state: CardState, time: float, amount: float, tx_id: str) -> list[float]:
+    """Card features of a transaction, then the transaction recorded: the one order both paths use.
+
+    A transaction the card has already recorded (a redelivery) gets the features it had the first time and
+    changes nothing.
+    """
+    if tx_id in state.tx_ids:
+        return state.without(tx_id).features(time, amount)
     values = state.features(time, amount)
-    state.update(time, amount)
+    state.update(time, amount, tx_id)
     return values
 
 

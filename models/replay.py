@@ -68,7 +68,7 @@ def replay_features(
             terminal_states[terminals[labelled]].label(tx_ids[labelled], True, label_times[next_label])
             next_label += 1
         terminal = terminal_step(terminal_states[terminals[row]], time, tx_ids[row], label_delay_days)
-        card = card_step(card_states[cards[row]], time, amounts[row])
+        card = card_step(card_states[cards[row]], time, amounts[row], tx_ids[row])
         out[row] = feature_vector(time, amounts[row], card, terminal)
     return out
 

@@ -73,7 +73,7 @@ def apply_card_stage(transactions: Iterable[Record], table: StateTable) -> list[
     for transaction in transactions:
         key = _state_key(transaction["card_id"])
         state = CardState.from_dict(table.get(key))
-        values = card_step(state, transaction["event_time"] / 1000.0, transaction["amount"])
+        values = card_step(state, transaction["event_time"] / 1000.0, transaction["amount"], transaction["tx_id"])
         table[key] = state.to_dict()
         enriched.append({"transaction": transaction, "card_features": values})
     return enriched

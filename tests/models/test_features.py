@@ -64,7 +64,7 @@ def test_calendar_flags_are_read_in_utc():
 def test_card_windows_include_the_current_transaction():
     state = CardState()
     for day, amount in CARD_HISTORY:
-        card_step(state, day * DAY, amount)
+        card_step(state, day * DAY, amount, f"c{day}-{amount}")
     assert state.features(CARD_NOW[0] * DAY, CARD_NOW[1]) == pytest.approx(CARD_EXPECTED)
 
 
@@ -152,9 +152,9 @@ def test_a_repeated_transaction_is_recorded_once():
 
 def test_an_out_of_order_card_transaction_sees_only_earlier_ones():
     state = CardState()
-    card_step(state, 10 * DAY, 100.0)
+    card_step(state, 10 * DAY, 100.0, "late")
     # arriving late, the day-5 transaction does not see the day-10 one
-    assert card_step(state, 5 * DAY, 20.0) == [1.0, 20.0, 1.0, 20.0, 1.0, 20.0]
+    assert card_step(state, 5 * DAY, 20.0, "early") == [1.0, 20.0, 1.0, 20.0, 1.0, 20.0]
     assert state.times == [5 * DAY, 10 * DAY]
     # day 11: day 10 sits on the 1-day boundary; the 7- and 30-day windows see both, (20 + 100 + 30) / 3
     assert state.features(11 * DAY, 30.0) == pytest.approx([1.0, 30.0, 3.0, 50.0, 3.0, 50.0])

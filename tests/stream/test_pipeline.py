@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pandas as pd
 
@@ -68,3 +70,19 @@ def test_bad_messages_become_rejects_and_good_ones_pass() -> None:
     assert [record["tx_id"] for record in valid] == ["a"]
     assert [reject.reason for reject in rejects] == ["truncated", "empty", "negative_amount"]
     assert rejects[0].raw == b"junk"
+
+
+def test_a_redelivered_batch_changes_no_state_and_gets_the_same_features(small_frame: pd.DataFrame) -> None:
+    settings = Settings()
+    codec = AvroCodec("Transaction")
+    transactions = [codec.decode(event.value) for event in replay_events(small_frame.head(400), settings, None)]
+    card_table: dict = {}
+    terminal_table: dict = {}
+    first = apply_card_stage(transactions, card_table)
+    apply_terminal_stage([{"transaction": item, "feedback": None} for item in first], terminal_table, DEFAULT_LABEL_DELAY_DAYS)
+    cards, terminals = copy.deepcopy(card_table), copy.deepcopy(terminal_table)
+
+    again = apply_card_stage(transactions[100:300], card_table)
+    apply_terminal_stage([{"transaction": item, "feedback": None} for item in again], terminal_table, DEFAULT_LABEL_DELAY_DAYS)
+    assert [item["card_features"] for item in again] == [item["card_features"] for item in first[100:300]]
+    assert card_table == cards and terminal_table == terminals
