@@ -71,7 +71,7 @@ def run_demo(workdir: Path, customers: int = 1000, days: int = 35, seed: int = 7
         click.echo(
             f"[3/5] trained model {artifact.version} on {len(history):,} transactions "
             f"({artifact.trained_on}); validation AUC {artifact.metrics.get('auc', float('nan')):.3f}, "
-            f"AP {artifact.metrics.get('ap', float('nan')):.3f}; threshold {artifact.threshold:.3f}"
+            f"AP {artifact.metrics.get('ap', float('nan')):.3f}; alert threshold {artifact.threshold:.6g}"
         )
 
         create_topics(settings)
