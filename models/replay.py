@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from models.exceptions import DatasetError
 from models.features import (
     DAY,
     DEFAULT_LABEL_DELAY_DAYS,
@@ -45,7 +46,7 @@ def replay_features(
     """
     times = frame["time"].to_numpy(dtype=np.float64)
     if len(times) > 1 and np.any(np.diff(times) < 0):
-        raise ValueError("replay_features needs a frame sorted by time")
+        raise DatasetError("replay_features needs a frame sorted by time")
     tx_ids = frame["tx_id"].to_numpy(dtype=object)
     cards = frame["card_id"].to_numpy(dtype=object)
     terminals = frame["terminal_id"].to_numpy(dtype=object)
