@@ -14,15 +14,15 @@ interleaving that re-keying by terminal causes cannot change them.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Iterable, MutableMapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 import numpy as np
+from scipy.special import expit
 
-from explain import Explainer
+from explain import Explainer, check_additivity
 from models.features import FEATURE_NAMES, CardState, TerminalState, card_step, feature_vector, terminal_step
 from models.registry import ModelArtifact
 from stream.codec import AvroCodec
@@ -154,13 +154,17 @@ class Scorer:
             return ScoredBatch([], [])
         scaled = self.artifact.scale(features)
         logits = self.artifact.predict_logit(features)
-        scores = 1.0 / (1.0 + np.exp(-logits))
+        scores = expit(logits)
         alert_rows = np.flatnonzero(scores >= self.threshold)
         explanations = {}
+        batch = ScoredBatch([], [])
         if alert_rows.size:
             explained = self.explainer.explain(features[alert_rows], scaled[alert_rows], logits[alert_rows])
             explanations = dict(zip(alert_rows.tolist(), explained))
-        batch = ScoredBatch([], [])
+            for index in check_additivity(explained, self.tolerance):
+                batch.flagged += 1
+                row = int(alert_rows[index])
+                logger.warning("explanation gap %.3g above tolerance for tx %s", explained[index].additivity_gap, transactions[row]["tx_id"])
         for row, transaction in enumerate(transactions):
             decision = {
                 "tx_id": transaction["tx_id"],
@@ -183,9 +187,6 @@ class Scorer:
             if explanation is not None:
                 reasons = [asdict(reason) for reason in explanation.reasons()]
                 decision.update(base_value=explanation.base_value, additivity_gap=explanation.additivity_gap, reasons=reasons)
-                if not math.isfinite(explanation.additivity_gap) or explanation.additivity_gap > self.tolerance:
-                    batch.flagged += 1
-                    logger.warning("explanation gap %.3g above tolerance for tx %s", explanation.additivity_gap, transaction["tx_id"])
                 batch.alerts.append(
                     {
                         key: decision[key]

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 import pandas as pd
 
+from explain import Explainer
 from models.features import DEFAULT_LABEL_DELAY_DAYS
 from models.replay import replay_features
+from models.train import TrainConfig, train_from_frame
 from stream.codec import AvroCodec
-from stream.pipeline import apply_card_stage, apply_terminal_stage, decode_valid
-from stream.producer import replay_events
+from stream.pipeline import Scorer, apply_card_stage, apply_terminal_stage, decode_valid
+from stream.producer import replay_events, transaction_record
 from stream.settings import Settings
 from stream.validation import validate_transaction
 
@@ -86,3 +89,22 @@ def test_a_redelivered_batch_changes_no_state_and_gets_the_same_features(small_f
     apply_terminal_stage([{"transaction": item, "feedback": None} for item in again], terminal_table, DEFAULT_LABEL_DELAY_DAYS)
     assert [item["card_features"] for item in again] == [item["card_features"] for item in first[100:300]]
     assert card_table == cards and terminal_table == terminals
+
+
+class ShiftedExplainer(Explainer):
+    """A deliberately broken explainer: every base value off by 0.01, so no explanation adds up."""
+
+    def explain(self, x_raw, x_scaled, logits=None):  # type: ignore[no-untyped-def]
+        return [dataclasses.replace(e, base_value=e.base_value + 0.01) for e in super().explain(x_raw, x_scaled, logits)]
+
+
+def test_alerts_whose_reasons_do_not_add_up_are_flagged_and_still_sent(small_frame: pd.DataFrame) -> None:
+    frame = small_frame[small_frame["time"] < small_frame["time"].min() + 14 * 86_400].reset_index(drop=True)
+    features = replay_features(frame)
+    artifact = train_from_frame(frame, features, valid_days=3, config=TrainConfig(epochs=2))
+    transactions = [transaction_record(row) for row in frame.head(40).to_dict("records")]
+    honest = Scorer(artifact, Explainer.for_artifact(artifact), threshold=0.0).score(transactions, features[:40])
+    broken = Scorer(artifact, ShiftedExplainer.for_artifact(artifact), threshold=0.0).score(transactions, features[:40])
+    assert (honest.flagged, len(honest.alerts)) == (0, 40)
+    assert (broken.flagged, len(broken.alerts)) == (40, 40)
+    assert all(alert["additivity_gap"] > 1e-4 for alert in broken.alerts)
