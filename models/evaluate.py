@@ -21,7 +21,7 @@ import pandas as pd
 from models.exceptions import ModelError
 from models.features import DAY, DEFAULT_LABEL_DELAY_DAYS, FEATURE_NAMES
 from models.metrics import detection_metrics
-from models.network import ModelArtifact
+from models.network import ModelArtifact, ModelInputs
 from models.train import TrainConfig, fit, time_range
 
 __all__ = [
@@ -128,7 +128,7 @@ def protocol_folds(frame: pd.DataFrame, protocol: Protocol = "prequential", fold
 
 def run_folds(
     frame: pd.DataFrame,
-    features: np.ndarray,
+    features: ModelInputs,
     folds: Sequence[Fold],
     config: TrainConfig = TrainConfig(),
     *,
@@ -185,7 +185,7 @@ def summarize(results: Sequence[FoldResult], labels: np.ndarray) -> dict:
 
 def evaluate(
     frame: pd.DataFrame,
-    features: np.ndarray,
+    features: ModelInputs,
     protocol: Protocol = "prequential",
     fold_starts: Sequence[date | str] | None = None,
     config: TrainConfig = TrainConfig(),

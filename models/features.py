@@ -16,11 +16,20 @@ import math
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 DAY = 86_400.0
+HOUR = 3_600.0
 WINDOWS_DAYS = (1, 7, 30)
 DEFAULT_LABEL_DELAY_DAYS = 7
+SEQUENCE_LENGTH = 8
+"""Transactions in the card's recent sequence that the learned summary reads (this one included)."""
+SEQUENCE_STEP = ("present", "amount_zscore", "hours_since_previous", "new_terminal")
+"""What each step of the sequence holds; ``present`` is 0 for the padding of a card with a short history."""
+UNUSUAL_ZSCORE = 3.0
+UNUSUAL_WINDOW_DAYS = 14
+RECENT_FRAUD_DAYS = 28
+_NO_HISTORY_DAYS = 60.0
 
 
 @dataclass(frozen=True)
@@ -31,7 +40,7 @@ class Feature:
     reason: str
 
 
-def _card_features() -> list[Feature]:
+def _card_window_features() -> list[Feature]:
     features = []
     for days in WINDOWS_DAYS:
         features.append(Feature(f"card_tx_count_{days}d", f"card made {{value:.0f}} transactions in the last {days} day(s)"))
@@ -39,7 +48,19 @@ def _card_features() -> list[Feature]:
     return features
 
 
-def _terminal_features() -> list[Feature]:
+CARD_BEHAVIOUR_FEATURES = (
+    Feature("card_amount_vs_mean", "amount is {value:.1f}× this card's average"),
+    Feature("card_amount_zscore", "amount is {value:.1f} standard deviations from this card's usual"),
+    Feature("card_amount_vs_max_30d", "amount is {value:.1f}× the card's largest in 30 days"),
+    Feature("card_hours_since_previous", "{value:.1f} hours since the card's previous transaction"),
+    Feature("card_tx_count_1h", "card made {value:.0f} transactions within the hour"),
+    Feature("card_new_terminal", "first use of this terminal by this card ({value:.0f})"),
+    Feature("card_unusual_share_14d", "{value:.0%} of the card's transactions in 14 days had unusual amounts"),
+    Feature("card_history_count", "card has {value:.0f} earlier transactions"),
+)
+
+
+def _terminal_window_features() -> list[Feature]:
     features = []
     for days in WINDOWS_DAYS:
         features.append(Feature(f"terminal_tx_count_{days}d", f"terminal had {{value:.0f}} transactions in the {days} day(s) before the label delay"))
@@ -47,16 +68,30 @@ def _terminal_features() -> list[Feature]:
     return features
 
 
+TERMINAL_BEHAVIOUR_FEATURES = (
+    Feature("terminal_tx_count_recent_1d", "terminal had {value:.0f} transactions in the last day"),
+    Feature("terminal_known_frauds_28d", "terminal had {value:.0f} confirmed frauds in the last 28 days"),
+    Feature("terminal_days_since_last_fraud", "{value:.1f} days since the terminal's latest confirmed fraud"),
+    Feature("terminal_fraud_streak", "terminal's latest {value:.0f} confirmed transactions in a row were fraud"),
+    Feature("terminal_days_since_streak_start", "{value:.0f} calendar days since the terminal's run of confirmed frauds began"),
+    Feature("terminal_streak_share", "{value:.0%} of the terminal's transactions since that run began were confirmed fraud"),
+)
+
 FEATURES: tuple[Feature, ...] = (
     Feature("amount", "amount is {value:.2f}"),
     Feature("is_weekend", "made at the weekend ({value:.0f})"),
     Feature("is_night", "made at night, before 07:00 ({value:.0f})"),
-    *_card_features(),
-    *_terminal_features(),
+    *_card_window_features(),
+    *CARD_BEHAVIOUR_FEATURES,
+    *_terminal_window_features(),
+    *TERMINAL_BEHAVIOUR_FEATURES,
 )
 FEATURE_NAMES: tuple[str, ...] = tuple(feature.name for feature in FEATURES)
-N_CARD_FEATURES = 2 * len(WINDOWS_DAYS)
-N_TERMINAL_FEATURES = 2 * len(WINDOWS_DAYS)
+_BEHAVIOUR_NAMES = {feature.name for feature in CARD_BEHAVIOUR_FEATURES + TERMINAL_BEHAVIOUR_FEATURES}
+BASELINE_FEATURE_NAMES: tuple[str, ...] = tuple(name for name in FEATURE_NAMES if name not in _BEHAVIOUR_NAMES)
+"""The handbook's 15 baseline features, a subset of :data:`FEATURE_NAMES`."""
+_CARD_NAMES = [feature.name for feature in _card_window_features() + list(CARD_BEHAVIOUR_FEATURES)]
+_ZSCORE, _NEW_TERMINAL = _CARD_NAMES.index("card_amount_zscore"), _CARD_NAMES.index("card_new_terminal")
 
 
 def _count_in(times: list[float], lo: float, hi: float) -> int:
@@ -64,30 +99,77 @@ def _count_in(times: list[float], lo: float, hi: float) -> int:
     return bisect_right(times, hi) - bisect_right(times, lo)
 
 
-class CardState:
-    """A card's recent transactions (event time in epoch seconds, amount, tx_id), sorted by time.
+class CardReading(NamedTuple):
+    """What the card stage reads for one transaction: named card features and the recent sequence."""
 
-    The tx_ids make a redelivered transaction (at-least-once processing after a crash) recognisable, so it
-    is never counted twice.
+    features: list[float]
+    sequence: list[float]
+    """``SEQUENCE_LENGTH`` steps of ``SEQUENCE_STEP``, oldest first, flattened."""
+
+
+class CardState:
+    """A card's behaviour: its last 30 days transaction by transaction, and a summary of everything older.
+
+    Per transaction in the window: event time (epoch seconds), amount, tx_id, terminal, and two readings taken
+    when it happened (its amount z-score against the card's history, whether its terminal was new to the card).
+    Older transactions are folded into a count, a sum and a sum of squares of amounts, so the card's usual
+    spending is known from its whole history in constant space. The tx_ids make a redelivered transaction
+    (at-least-once processing after a crash) recognisable, so it is never counted twice.
 
     >>> state = CardState()
-    >>> card_step(state, 0.0, 10.0, "a")[:2]
+    >>> card_step(state, 0.0, 10.0, "a", "t1").features[:2]
     [1.0, 10.0]
-    >>> card_step(state, 3_600.0, 30.0, "b")[:2]
+    >>> card_step(state, 3_600.0, 30.0, "b", "t1").features[:2]
     [2.0, 20.0]
-    >>> card_step(state, 3_600.0, 30.0, "b")[:2]  # delivered again: same features, state unchanged
+    >>> card_step(state, 3_600.0, 30.0, "b", "t1").features[:2]  # delivered again: same features, state unchanged
     [2.0, 20.0]
     """
 
-    __slots__ = ("times", "amounts", "tx_ids")
+    __slots__ = ("times", "amounts", "tx_ids", "terminals", "zscores", "new_terminals", "archive", "terminal_uses")
 
-    def __init__(self, times: list[float] | None = None, amounts: list[float] | None = None, tx_ids: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        times: list[float] | None = None,
+        amounts: list[float] | None = None,
+        tx_ids: list[str] | None = None,
+        terminals: list[str] | None = None,
+        zscores: list[float] | None = None,
+        new_terminals: list[float] | None = None,
+        archive: list[float] | None = None,
+        terminal_uses: dict[str, int] | None = None,
+    ) -> None:
         self.times: list[float] = times if times is not None else []
         self.amounts: list[float] = amounts if amounts is not None else []
         self.tx_ids: list[str] = tx_ids if tx_ids is not None else []
+        self.terminals: list[str] = terminals if terminals is not None else []
+        self.zscores: list[float] = zscores if zscores is not None else []
+        self.new_terminals: list[float] = new_terminals if new_terminals is not None else []
+        # count, sum of amounts and sum of squared amounts of the transactions that left the window
+        self.archive: list[float] = archive if archive is not None else [0.0, 0.0, 0.0]
+        # how many times each terminal was used by the card, over its whole history
+        self.terminal_uses: dict[str, int] = terminal_uses if terminal_uses is not None else {}
 
-    def features(self, time: float, amount: float) -> list[float]:
-        """Count and average amount per window, ending at ``time`` and including this transaction."""
+    def _usual_amount(self, hi: int) -> tuple[float, float, float]:
+        """Count, mean and standard deviation of every amount the card spent before window position ``hi``."""
+        count = self.archive[0] + hi
+        if not count:
+            return 0.0, 0.0, 0.0
+        total = self.archive[1] + math.fsum(self.amounts[:hi])
+        squares = self.archive[2] + math.fsum(amount * amount for amount in self.amounts[:hi])
+        mean = total / count
+        return count, mean, math.sqrt(max(squares / count - mean * mean, 0.0))
+
+    def _used_before(self, terminal_id: str, hi: int) -> bool:
+        """Whether the card used the terminal before window position ``hi`` (uses after it do not count)."""
+        later = sum(1 for terminal in self.terminals[hi:] if terminal == terminal_id)
+        return self.terminal_uses.get(terminal_id, 0) > later
+
+    def read(self, time: float, amount: float, terminal_id: str) -> CardReading:
+        """Card features and sequence of a transaction at ``time``, from the state before it is recorded.
+
+        Only transactions before ``time`` are read, so a late or redelivered transaction sees what it would
+        have seen on time.
+        """
         hi = bisect_right(self.times, time)
         values = []
         for days in WINDOWS_DAYS:
@@ -95,38 +177,89 @@ class CardState:
             count = hi - lo + 1
             values.append(float(count))
             values.append((math.fsum(self.amounts[lo:hi]) + amount) / count)
-        return values
+        history, mean, std = self._usual_amount(hi)
+        zscore = _zscore(amount, mean, std, history)
+        recent = self.amounts[bisect_right(self.times, time - 30 * DAY) : hi]
+        previous = self.times[hi - 1] if hi else None
+        since = bisect_right(self.times, time - UNUSUAL_WINDOW_DAYS * DAY)
+        unusual = sum(1 for z in self.zscores[since:hi] if z >= UNUSUAL_ZSCORE) + (zscore >= UNUSUAL_ZSCORE)
+        new_terminal = float(not self._used_before(terminal_id, hi))
+        values += [
+            amount / mean if mean > 0 else 1.0,
+            zscore,
+            amount / max(recent) if recent and max(recent) > 0 else 1.0,
+            (time - previous) / HOUR if previous is not None else _NO_HISTORY_DAYS * 24.0,
+            float(hi - bisect_right(self.times, time - HOUR) + 1),
+            new_terminal,
+            unusual / (hi - since + 1),
+            history,
+        ]
+        return CardReading(values, self._sequence(hi, time, zscore, new_terminal))
+
+    def _sequence(self, hi: int, time: float, zscore: float, new_terminal: float) -> list[float]:
+        """The last ``SEQUENCE_LENGTH`` steps ending with this transaction, zero-padded in front."""
+        first = max(0, hi - SEQUENCE_LENGTH + 1)
+        times = self.times[first:hi] + [time]
+        zscores = self.zscores[first:hi] + [zscore]
+        new = self.new_terminals[first:hi] + [new_terminal]
+        steps = [0.0] * (len(SEQUENCE_STEP) * (SEQUENCE_LENGTH - len(times)))
+        for index, moment in enumerate(times):
+            gap = moment - times[index - 1] if index else (moment - self.times[first - 1] if first else _NO_HISTORY_DAYS * DAY)
+            steps += [1.0, zscores[index], math.log1p(gap / HOUR), new[index]]
+        return steps
 
     def without(self, tx_id: str) -> CardState:
         """A copy without one transaction: the state as a redelivered transaction first saw it."""
         index = self.tx_ids.index(tx_id)
+        uses = dict(self.terminal_uses)
+        terminal = self.terminals[index]
+        uses[terminal] -= 1
+        if not uses[terminal]:
+            del uses[terminal]
+
+        def drop(values: list) -> list:
+            return values[:index] + values[index + 1 :]
+
         return CardState(
-            self.times[:index] + self.times[index + 1 :],
-            self.amounts[:index] + self.amounts[index + 1 :],
-            self.tx_ids[:index] + self.tx_ids[index + 1 :],
+            drop(self.times), drop(self.amounts), drop(self.tx_ids), drop(self.terminals),
+            drop(self.zscores), drop(self.new_terminals), list(self.archive), uses,
         )
 
-    def update(self, time: float, amount: float, tx_id: str) -> None:
-        """Record a transaction (late ones are inserted in time order) and forget what no window needs."""
+    def update(self, time: float, amount: float, tx_id: str, terminal_id: str, reading: CardReading) -> None:
+        """Record a transaction (late ones are inserted in time order) and fold what left the window into the archive."""
         index = bisect_right(self.times, time)
-        self.times.insert(index, time)
-        self.amounts.insert(index, amount)
-        self.tx_ids.insert(index, tx_id)
-        horizon = self.times[-1] - max(WINDOWS_DAYS) * DAY
-        drop = bisect_right(self.times, horizon)
+        for values, value in (
+            (self.times, time), (self.amounts, amount), (self.tx_ids, tx_id), (self.terminals, terminal_id),
+            (self.zscores, reading.features[_ZSCORE]), (self.new_terminals, reading.features[_NEW_TERMINAL]),
+        ):
+            values.insert(index, value)
+        self.terminal_uses[terminal_id] = self.terminal_uses.get(terminal_id, 0) + 1
+        drop = bisect_right(self.times, self.times[-1] - max(WINDOWS_DAYS) * DAY)
         if drop:
-            del self.times[:drop]
-            del self.amounts[:drop]
-            del self.tx_ids[:drop]
+            old = self.amounts[:drop]
+            self.archive = [self.archive[0] + drop, self.archive[1] + math.fsum(old), self.archive[2] + math.fsum(a * a for a in old)]
+            for values in (self.times, self.amounts, self.tx_ids, self.terminals, self.zscores, self.new_terminals):
+                del values[:drop]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"times": self.times, "amounts": self.amounts, "tx_ids": self.tx_ids}
+        return {name: getattr(self, name) for name in self.__slots__}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> CardState:
         if not data:
             return cls()
-        return cls(list(data["times"]), list(data["amounts"]), list(data["tx_ids"]))
+        return cls(**{name: (dict(value) if isinstance(value, dict) else list(value)) for name, value in data.items()})
+
+
+def _zscore(amount: float, mean: float, std: float, history: float) -> float:
+    """How unusual ``amount`` is for the card, in standard deviations, clipped to [-5, 50].
+
+    The spread is floored at a tenth of the mean (and 1 cent), so a card that always spends the same amount
+    does not turn a small change into an enormous score; a card with no history reads 0.
+    """
+    if not history:
+        return 0.0
+    return min(max((amount - mean) / max(std, 0.1 * mean, 0.01), -5.0), 50.0)
 
 
 class TerminalState:
@@ -164,7 +297,8 @@ class TerminalState:
         self.pending: list[list[Any]] = pending if pending is not None else []
 
     def features(self, time: float, label_delay_days: float = DEFAULT_LABEL_DELAY_DAYS) -> list[float]:
-        """Transaction count and confirmed-fraud share per window, shifted back by the label delay."""
+        """Count and confirmed-fraud share per window shifted back by the label delay, then recent activity
+        and how recently the terminal's known frauds happened."""
         hi = time - label_delay_days * DAY
         fraud_times = [label[0] for label in self.labels if label[3] and label[1] <= time] if self.labels else []
         values = []
@@ -174,7 +308,33 @@ class TerminalState:
             frauds = _count_in(fraud_times, lo, hi)
             values.append(float(count))
             values.append(frauds / count if count else 0.0)
+        recent_frauds = _count_in(fraud_times, time - RECENT_FRAUD_DAYS * DAY, hi)
+        streak, start = self._fraud_streak(fraud_times, hi)
+        since_start = bisect_right(self.times, hi) - bisect_left(self.times, start) if streak else 0
+        values += [
+            float(_count_in(self.times, time - DAY, time)),
+            float(recent_frauds),
+            (time - fraud_times[-1]) / DAY if fraud_times else _NO_HISTORY_DAYS,
+            float(streak),
+            float(math.floor(time / DAY) - math.floor(start / DAY)) if streak else _NO_HISTORY_DAYS,
+            streak / since_start if since_start else 0.0,
+        ]
         return values
+
+    def _fraud_streak(self, fraud_times: list[float], hi: float) -> tuple[int, float]:
+        """Length and start time of the run of consecutive known frauds that ends with the latest one.
+
+        A compromised terminal turns every transaction into fraud for a while: a long run that began recently
+        says it still is, a run followed by genuine transactions says it has ended.
+        """
+        latest = bisect_right(fraud_times, hi) - 1
+        if latest < 0:
+            return 0, 0.0
+        position = bisect_right(self.times, fraud_times[latest]) - 1
+        streak = 0
+        while position >= 0 and latest >= 0 and self.times[position] == fraud_times[latest]:
+            streak, position, latest = streak + 1, position - 1, latest - 1
+        return streak, self.times[position + 1]
 
     def update(self, time: float, tx_id: str, label_delay_days: float = DEFAULT_LABEL_DELAY_DAYS) -> None:
         """Record a transaction (a repeat of a known tx_id changes nothing) and forget what no window needs."""
@@ -227,17 +387,17 @@ class TerminalState:
         return cls(list(data["times"]), list(data["tx_ids"]), [list(label) for label in data["labels"]], [list(p) for p in data["pending"]])
 
 
-def card_step(state: CardState, time: float, amount: float, tx_id: str) -> list[float]:
-    """Card features of a transaction, then the transaction recorded: the one order both paths use.
+def card_step(state: CardState, time: float, amount: float, tx_id: str, terminal_id: str) -> CardReading:
+    """Card reading of a transaction, then the transaction recorded: the one order both paths use.
 
-    A transaction the card has already recorded (a redelivery) gets the features it had the first time and
+    A transaction the card has already recorded (a redelivery) gets the reading it had the first time and
     changes nothing.
     """
     if tx_id in state.tx_ids:
-        return state.without(tx_id).features(time, amount)
-    values = state.features(time, amount)
-    state.update(time, amount, tx_id)
-    return values
+        return state.without(tx_id).read(time, amount, terminal_id)
+    reading = state.read(time, amount, terminal_id)
+    state.update(time, amount, tx_id, terminal_id, reading)
+    return reading
 
 
 def terminal_step(state: TerminalState, time: float, tx_id: str, label_delay_days: float) -> list[float]:
@@ -259,10 +419,14 @@ def feature_vector(time: float, amount: float, card: list[float], terminal: list
 
 
 __all__ = [
+    "BASELINE_FEATURE_NAMES",
+    "CardReading",
     "DAY",
     "DEFAULT_LABEL_DELAY_DAYS",
     "FEATURES",
     "FEATURE_NAMES",
+    "SEQUENCE_LENGTH",
+    "SEQUENCE_STEP",
     "CardState",
     "Feature",
     "TerminalState",

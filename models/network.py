@@ -1,10 +1,12 @@
-"""The behaviour model: a plain MLP over the named features, and the artifact that carries it.
+"""The behaviour model: a GRU that summarises the card's recent sequence, and an MLP head over the named
+features plus that summary; and the artifact that carries it.
 
-The network is a stack of ``nn.Linear`` and ``nn.ReLU`` modules and nothing else (no in-place ops, no
+The head is a stack of ``nn.Linear`` and ``nn.ReLU`` modules and nothing else (no in-place ops, no
 normalisation layers, no dropout), because that is the architecture ``shap.DeepExplainer`` explains with exact
-additivity. Everything else a score needs (the fixed log transform, the standardisation, the alert threshold,
-the SHAP background) travels with it in a :class:`ModelArtifact`, so the stream, the explainer and the
-registry all read one object.
+additivity. The recurrent encoder stays outside the explained function: its summary enters the head as a few
+extra inputs that explain/ reports as one reason ("recent spending pattern"). Everything else a score needs
+(the fixed log transform, the standardisation, the alert threshold, the SHAP background) travels with it in a
+:class:`ModelArtifact`, so the stream, the explainer and the registry all read one object.
 """
 
 from __future__ import annotations
@@ -20,7 +22,21 @@ from torch import nn
 
 from models.exceptions import ModelError
 
-__all__ = ["ModelArtifact", "build_network", "default_log_features", "new_version", "version_matches", "weights_digest"]
+__all__ = [
+    "SUMMARY_GROUP",
+    "BehaviourModel",
+    "ModelArtifact",
+    "ModelInputs",
+    "build_network",
+    "default_log_features",
+    "new_version",
+    "sequence_inputs",
+    "version_matches",
+    "weights_digest",
+]
+
+SUMMARY_GROUP = "recent_spending_pattern"
+"""The reason name under which the learned sequence summary's columns are explained together."""
 
 
 def build_network(n_features: int, hidden: Sequence[int]) -> nn.Sequential:
@@ -42,18 +58,52 @@ def build_network(n_features: int, hidden: Sequence[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def default_log_features(feature_names: Sequence[str]) -> tuple[str, ...]:
-    """Names of the features that are log1p-transformed before scaling: counts and average amounts.
+def sequence_inputs(sequences: np.ndarray) -> np.ndarray:
+    """The encoder's float32 input ``(N, L, D)``: the z-score channel through ``asinh``, the rest as they are.
 
-    Counts and a card's average spend span orders of magnitude; on a log scale a standardised input is well
-    spread instead of a few outliers and a spike. The transaction's own amount stays linear: on the handbook's
-    validation folds a log there compressed the large amounts where the riskiest decisions lie (AP 0.689
-    against 0.703 without it). Flags and fraud shares stay as they are.
-
-    >>> default_log_features(["amount", "is_night", "card_tx_count_1d", "card_avg_amount_7d", "terminal_fraud_rate_7d"])
-    ('card_tx_count_1d', 'card_avg_amount_7d')
+    Z-scores run from -5 to 50; ``asinh`` keeps their sign and order while bringing them to the scale of the
+    other channels (flags and ``log1p`` hours).
     """
-    return tuple(name for name in feature_names if "count" in name or "avg_amount" in name)
+    x = np.array(sequences, dtype=np.float32, ndmin=3)
+    x[:, :, 1] = np.arcsinh(x[:, :, 1])
+    return x
+
+
+class BehaviourModel(nn.Module):
+    """``head([scaled features, GRU summary of the sequence])``: one logit per transaction.
+
+    >>> model = BehaviourModel(3, (4,), sequence_dim=2, summary_size=2)
+    >>> model(torch.zeros(5, 3), torch.zeros(5, 8, 2)).shape
+    torch.Size([5, 1])
+    """
+
+    def __init__(self, n_features: int, hidden: Sequence[int], sequence_dim: int, summary_size: int) -> None:
+        super().__init__()
+        self.encoder = nn.GRU(sequence_dim, summary_size, batch_first=True)
+        self.head = build_network(n_features + summary_size, hidden)
+
+    def summary(self, sequences: torch.Tensor) -> torch.Tensor:
+        """The GRU's last hidden state ``(N, summary_size)``: what the card's recent sequence looks like."""
+        return self.encoder(sequences)[1][-1]
+
+    def forward(self, features: torch.Tensor, sequences: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.cat([features, self.summary(sequences)], dim=1))
+
+
+def default_log_features(feature_names: Sequence[str]) -> tuple[str, ...]:
+    """Names of the features that are log1p-transformed before scaling: counts, average amounts, ratios, gaps.
+
+    Counts, a card's average spend, amount ratios and the hours between transactions span orders of
+    magnitude; on a log scale a standardised input is well spread instead of a few outliers and a spike. The
+    transaction's own amount stays linear: on the handbook's validation folds a log there compressed the large
+    amounts where the riskiest decisions lie (AP 0.689 against 0.703 without it). Flags and fraud shares stay
+    as they are.
+
+    >>> default_log_features(["amount", "is_night", "card_tx_count_1d", "card_avg_amount_7d", "card_amount_vs_mean"])
+    ('card_tx_count_1d', 'card_avg_amount_7d', 'card_amount_vs_mean')
+    """
+    markers = ("count", "avg_amount", "_vs_", "hours_since")
+    return tuple(name for name in feature_names if any(marker in name for marker in markers))
 
 
 def weights_digest(network: nn.Module) -> str:
@@ -88,28 +138,63 @@ def version_matches(version: str, network: nn.Module) -> bool:
     return version.rpartition("-")[2] == weights_digest(network)[:8]
 
 
+@dataclass(frozen=True)
+class ModelInputs:
+    """What the model reads for N transactions: raw named features ``(N, F)`` and card sequences ``(N, L, D)``.
+
+    Indexing with rows (a slice, a mask, positions) gives the inputs of those transactions.
+
+    >>> inputs = ModelInputs(np.zeros((3, 2)), np.zeros((3, 8, 4)))
+    >>> len(inputs[[0, 2]]), inputs[1:].sequences.shape
+    (2, (2, 8, 4))
+    """
+
+    features: np.ndarray
+    sequences: np.ndarray
+
+    def __post_init__(self) -> None:
+        if len(self.features) != len(self.sequences):
+            raise ModelError(f"{len(self.features)} feature rows but {len(self.sequences)} sequences")
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, rows) -> ModelInputs:
+        return ModelInputs(self.features[rows], self.sequences[rows])
+
+    @classmethod
+    def concat(cls, parts: Sequence[ModelInputs]) -> ModelInputs:
+        return cls(np.concatenate([part.features for part in parts]), np.concatenate([part.sequences for part in parts]))
+
+
 @dataclass
 class ModelArtifact:
-    """A trained behaviour model with everything needed to score and explain raw feature rows.
+    """A trained behaviour model with everything needed to score and explain raw model inputs.
 
-    ``network`` maps *scaled* rows to logits; :meth:`scale` is the one place raw rows become scaled ones, so
-    explain/ can work in scaled space and still name the raw features.
+    ``network`` maps *scaled* feature rows and sequences to logits; :meth:`scale` is the one place raw rows
+    become scaled ones. :meth:`head_inputs` gives the explained head's input (scaled features, then the
+    sequence summary), whose columns :attr:`input_names` names, so explain/ can work in that space and still
+    name the raw features.
 
     >>> names = ("card_avg_amount_1d", "is_night")
-    >>> artifact = ModelArtifact("v0", names, build_network(2, (4,)), np.zeros(2), np.ones(2),
-    ...                          np.zeros((1, 2)), 0.5, 7.0, log_features=("card_avg_amount_1d",))
+    >>> network = BehaviourModel(2, (4,), sequence_dim=4, summary_size=2)
+    >>> artifact = ModelArtifact("v0", names, network, np.zeros(2), np.ones(2),
+    ...                          ModelInputs(np.zeros((1, 2)), np.zeros((1, 8, 4))), 0.5, 7.0,
+    ...                          log_features=("card_avg_amount_1d",))
     >>> artifact.scale(np.array([[np.e - 1.0, 1.0]])).round(3).tolist()
     [[1.0, 1.0]]
-    >>> artifact.predict_proba(np.zeros((3, 2))).shape
+    >>> artifact.input_names
+    ('card_avg_amount_1d', 'is_night', 'recent_spending_pattern_0', 'recent_spending_pattern_1')
+    >>> artifact.predict_proba(ModelInputs(np.zeros((3, 2)), np.zeros((3, 8, 4)))).shape
     (3,)
     """
 
     version: str
     feature_names: tuple[str, ...]
-    network: nn.Module
+    network: BehaviourModel
     scaler_mean: np.ndarray
     scaler_scale: np.ndarray
-    background: np.ndarray
+    background: ModelInputs
     threshold: float
     label_delay_days: float
     metrics: dict = field(default_factory=dict)
@@ -119,9 +204,28 @@ class ModelArtifact:
     created_at: str = ""
     log_features: tuple[str, ...] = ()
     """Features passed through ``log1p`` (negative values clipped to 0) before standardisation."""
+    reference: dict = field(default_factory=dict)
+    """The training data's distribution of each feature and of the score, for drift monitoring."""
 
     def __post_init__(self) -> None:
         self._log_columns = np.array([self.feature_names.index(name) for name in self.log_features], dtype=np.int64)
+
+    @property
+    def head(self) -> nn.Sequential:
+        """The explained part of the network: an MLP over :meth:`head_inputs`."""
+        return self.network.head
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """Names of the head's input columns: the features, then ``recent_spending_pattern_<i>``."""
+        size = self.network.encoder.hidden_size
+        return self.feature_names + tuple(f"{SUMMARY_GROUP}_{index}" for index in range(size))
+
+    @property
+    def input_groups(self) -> dict[str, list[int]]:
+        """Head input columns explained together: the sequence summary, as one reason."""
+        first = len(self.feature_names)
+        return {SUMMARY_GROUP: list(range(first, first + self.network.encoder.hidden_size))}
 
     def transform(self, x_raw: np.ndarray) -> np.ndarray:
         """The fixed, unscaled transform: ``log1p`` of the :attr:`log_features` columns, as float64."""
@@ -135,11 +239,21 @@ class ModelArtifact:
         """Raw rows ``(N, F)`` to the network's float32 input: transform, then standardise."""
         return ((self.transform(x_raw) - self.scaler_mean) / self.scaler_scale).astype(np.float32)
 
-    def predict_logit(self, x_raw: np.ndarray) -> np.ndarray:
-        """Logits ``(N,)`` of raw rows, in one forward pass without gradients."""
+    def head_inputs(self, inputs: ModelInputs) -> np.ndarray:
+        """The explained head's float32 input ``(N, F + S)``: scaled features, then the sequence summary."""
         with torch.no_grad():
-            return self.network(torch.from_numpy(self.scale(x_raw))).reshape(-1).numpy()
+            summary = self.network.summary(torch.from_numpy(sequence_inputs(inputs.sequences))).numpy()
+        return np.concatenate([self.scale(inputs.features), summary], axis=1)
 
-    def predict_proba(self, x_raw: np.ndarray) -> np.ndarray:
-        """Fraud probabilities ``(N,)`` of raw rows, the scores compared with :attr:`threshold`."""
-        return torch.sigmoid(torch.from_numpy(self.predict_logit(x_raw).astype(np.float64))).numpy()
+    def score_head(self, head_inputs: np.ndarray) -> np.ndarray:
+        """Logits ``(N,)`` of head inputs (see :meth:`head_inputs`), in one forward pass without gradients."""
+        with torch.no_grad():
+            return self.head(torch.from_numpy(head_inputs)).reshape(-1).numpy()
+
+    def predict_logit(self, inputs: ModelInputs) -> np.ndarray:
+        """Logits ``(N,)`` of raw inputs."""
+        return self.score_head(self.head_inputs(inputs))
+
+    def predict_proba(self, inputs: ModelInputs) -> np.ndarray:
+        """Fraud probabilities ``(N,)`` of raw inputs, the scores compared with :attr:`threshold`."""
+        return torch.sigmoid(torch.from_numpy(self.predict_logit(inputs).astype(np.float64))).numpy()

@@ -1,6 +1,6 @@
 """A file-system model registry: one folder per version, checksummed, and a CHAMPION pointer.
 
-Layout: ``REGISTRY/<version>/{manifest.json, weights.pt, background.npy}`` and ``REGISTRY/CHAMPION`` (the
+Layout: ``REGISTRY/<version>/{manifest.json, weights.pt, background.npy, background_sequences.npy}`` and ``REGISTRY/CHAMPION`` (the
 version the workers score with). A version folder appears in one rename, and CHAMPION is replaced
 atomically, so a worker reloading at any moment sees either the old model or the new one, never half of
 one. Loading checks the SHA-256 of each file against the manifest, and the weights against the hash in the
@@ -22,15 +22,15 @@ import torch
 from torch import nn
 
 from models.exceptions import ModelError, ModelIntegrityError, ModelNotFoundError
-from models.network import ModelArtifact, build_network, version_matches
+from models.network import BehaviourModel, ModelArtifact, ModelInputs, version_matches
 
 __all__ = ["CHAMPION", "ModelArtifact", "champion_version", "list_versions", "load_artifact", "save_artifact", "set_champion"]
 
 logger = logging.getLogger(__name__)
 
 CHAMPION = "CHAMPION"
-MANIFEST, WEIGHTS, BACKGROUND = "manifest.json", "weights.pt", "background.npy"
-FORMAT = 1
+MANIFEST, WEIGHTS, BACKGROUND, SEQUENCES = "manifest.json", "weights.pt", "background.npy", "background_sequences.npy"
+FORMAT = 2
 
 
 def _sha256(path: Path) -> str:
@@ -41,8 +41,8 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _hidden(network: nn.Module) -> list[int]:
-    return [layer.out_features for layer in network.modules() if isinstance(layer, nn.Linear)][:-1]
+def _hidden(network: BehaviourModel) -> list[int]:
+    return [layer.out_features for layer in network.head.modules() if isinstance(layer, nn.Linear)][:-1]
 
 
 def _manifest(artifact: ModelArtifact) -> dict:
@@ -53,6 +53,8 @@ def _manifest(artifact: ModelArtifact) -> dict:
         "feature_names": list(artifact.feature_names),
         "log_features": list(artifact.log_features),
         "hidden": _hidden(artifact.network),
+        "sequence_dim": artifact.network.encoder.input_size,
+        "summary_size": artifact.network.encoder.hidden_size,
         "scaler_mean": [float(value) for value in artifact.scaler_mean],
         "scaler_scale": [float(value) for value in artifact.scaler_scale],
         "threshold": float(artifact.threshold),
@@ -61,6 +63,7 @@ def _manifest(artifact: ModelArtifact) -> dict:
         "params": artifact.params,
         "data_range": artifact.data_range,
         "trained_on": artifact.trained_on,
+        "reference": artifact.reference,
     }
 
 
@@ -87,10 +90,11 @@ def save_artifact(artifact: ModelArtifact, registry: str | Path, promote: bool =
 
     >>> import tempfile
     >>> from datetime import datetime, timezone
-    >>> from models.network import build_network, new_version
-    >>> network = build_network(1, (2,))
+    >>> from models.network import new_version
+    >>> network = BehaviourModel(1, (2,), sequence_dim=4, summary_size=2)
     >>> version = new_version(network, datetime(2026, 11, 22, tzinfo=timezone.utc))
-    >>> artifact = ModelArtifact(version, ("a",), network, np.zeros(1), np.ones(1), np.zeros((1, 1)), 0.5, 7.0)
+    >>> background = ModelInputs(np.zeros((1, 1)), np.zeros((1, 8, 4)))
+    >>> artifact = ModelArtifact(version, ("a",), network, np.zeros(1), np.ones(1), background, 0.5, 7.0)
     >>> with tempfile.TemporaryDirectory() as root:
     ...     _ = save_artifact(artifact, root)
     ...     load_artifact(root).version == version
@@ -106,9 +110,10 @@ def save_artifact(artifact: ModelArtifact, registry: str | Path, promote: bool =
     staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{artifact.version}-"))
     state = {name: tensor.detach().to("cpu", torch.float32).contiguous() for name, tensor in artifact.network.state_dict().items()}
     torch.save(state, staging / WEIGHTS)
-    np.save(staging / BACKGROUND, np.asarray(artifact.background, dtype=np.float64))
+    np.save(staging / BACKGROUND, np.asarray(artifact.background.features, dtype=np.float64))
+    np.save(staging / SEQUENCES, np.asarray(artifact.background.sequences, dtype=np.float32))
     manifest = _manifest(artifact)
-    manifest["sha256"] = {WEIGHTS: _sha256(staging / WEIGHTS), BACKGROUND: _sha256(staging / BACKGROUND)}
+    manifest["sha256"] = {name: _sha256(staging / name) for name in (WEIGHTS, BACKGROUND, SEQUENCES)}
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
     staging.rename(target)
     logger.info("saved model %s to %s", artifact.version, target)
@@ -136,11 +141,13 @@ def _read_manifest(folder: Path) -> dict:
 
 def _verified(folder: Path, manifest: dict) -> ModelArtifact:
     """Build the artifact of a manifest whose files have been checked against its checksums."""
-    for name in (WEIGHTS, BACKGROUND):
+    if manifest.get("format") != FORMAT:
+        raise ModelIntegrityError(f"model {folder.name!r} has format {manifest.get('format')}; this code reads format {FORMAT}")
+    for name in (WEIGHTS, BACKGROUND, SEQUENCES):
         if _sha256(folder / name) != manifest["sha256"][name]:
             raise ModelIntegrityError(f"{name} of model {folder.name!r} does not match its manifest checksum")
     names = tuple(manifest["feature_names"])
-    network = build_network(len(names), manifest["hidden"])
+    network = BehaviourModel(len(names), manifest["hidden"], manifest["sequence_dim"], manifest["summary_size"])
     network.load_state_dict(torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True))
     if manifest["version"] != folder.name or not version_matches(folder.name, network):
         raise ModelIntegrityError(f"model {folder.name!r}: the weights or manifest belong to another version")
@@ -150,7 +157,7 @@ def _verified(folder: Path, manifest: dict) -> ModelArtifact:
         network=network.eval(),
         scaler_mean=np.asarray(manifest["scaler_mean"], dtype=np.float64),
         scaler_scale=np.asarray(manifest["scaler_scale"], dtype=np.float64),
-        background=np.load(folder / BACKGROUND, allow_pickle=False),
+        background=ModelInputs(np.load(folder / BACKGROUND, allow_pickle=False), np.load(folder / SEQUENCES, allow_pickle=False)),
         threshold=float(manifest["threshold"]),
         label_delay_days=float(manifest["label_delay_days"]),
         metrics=manifest["metrics"],
@@ -159,6 +166,7 @@ def _verified(folder: Path, manifest: dict) -> ModelArtifact:
         trained_on=manifest["trained_on"],
         created_at=manifest["created_at"],
         log_features=tuple(manifest["log_features"]),
+        reference=manifest.get("reference", {}),
     )
 
 

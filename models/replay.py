@@ -16,10 +16,13 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from models.exceptions import DatasetError
+from models.network import ModelInputs
 from models.features import (
     DAY,
     DEFAULT_LABEL_DELAY_DAYS,
     FEATURE_NAMES,
+    SEQUENCE_LENGTH,
+    SEQUENCE_STEP,
     CardState,
     TerminalState,
     card_step,
@@ -32,17 +35,20 @@ def replay_features(
     frame: pd.DataFrame,
     label_delay_days: float = DEFAULT_LABEL_DELAY_DAYS,
     progress: bool = False,
-) -> np.ndarray:
-    """Feature matrix (rows in ``frame`` order, columns in ``FEATURE_NAMES`` order) of a normalized frame.
+) -> ModelInputs:
+    """Model inputs of a normalized frame: features (columns in ``FEATURE_NAMES`` order) and card sequences,
+    rows in ``frame`` order.
 
     ``frame`` comes from :func:`models.dataset.normalize`, sorted by time. Its ``label`` column, when present,
     is replayed as delayed feedback; the label of a transaction never reaches its own features.
 
     >>> frame = pd.DataFrame({"tx_id": ["a", "b"], "time": [0.0, 7.5 * DAY], "card_id": ["c", "c"],
     ...                       "terminal_id": ["t", "t"], "amount": [10.0, 30.0], "label": [1, 0]})
-    >>> features = replay_features(frame)
-    >>> dict(zip(FEATURE_NAMES, features[1].tolist()))["terminal_fraud_rate_1d"]
+    >>> inputs = replay_features(frame)
+    >>> dict(zip(FEATURE_NAMES, inputs.features[1].tolist()))["terminal_fraud_rate_1d"]
     1.0
+    >>> inputs.sequences.shape
+    (2, 8, 4)
     """
     times = frame["time"].to_numpy(dtype=np.float64)
     if len(times) > 1 and np.any(np.diff(times) < 0):
@@ -61,6 +67,7 @@ def replay_features(
     card_states: defaultdict[str, CardState] = defaultdict(CardState)
     terminal_states: defaultdict[str, TerminalState] = defaultdict(TerminalState)
     out = np.empty((len(frame), len(FEATURE_NAMES)), dtype=np.float64)
+    sequences = np.empty((len(frame), SEQUENCE_LENGTH * len(SEQUENCE_STEP)), dtype=np.float32)
     next_label = 0
     for row in tqdm(range(len(frame)), disable=not progress, desc="features", unit="tx", mininterval=1.0):
         time = times[row]
@@ -69,9 +76,10 @@ def replay_features(
             terminal_states[terminals[labelled]].label(tx_ids[labelled], True, label_times[next_label])
             next_label += 1
         terminal = terminal_step(terminal_states[terminals[row]], time, tx_ids[row], label_delay_days)
-        card = card_step(card_states[cards[row]], time, amounts[row], tx_ids[row])
-        out[row] = feature_vector(time, amounts[row], card, terminal)
-    return out
+        card = card_step(card_states[cards[row]], time, amounts[row], tx_ids[row], terminals[row])
+        out[row] = feature_vector(time, amounts[row], card.features, terminal)
+        sequences[row] = card.sequence
+    return ModelInputs(out, sequences.reshape(len(frame), SEQUENCE_LENGTH, len(SEQUENCE_STEP)))
 
 
 __all__ = ["replay_features"]

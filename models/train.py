@@ -26,9 +26,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from models.exceptions import ModelError
-from models.features import DAY, DEFAULT_LABEL_DELAY_DAYS, FEATURE_NAMES
+from models.features import DAY, DEFAULT_LABEL_DELAY_DAYS, FEATURE_NAMES, SEQUENCE_STEP
 from models.metrics import auc_roc, average_precision, card_precision_at_k
-from models.network import ModelArtifact, build_network, default_log_features, new_version
+from models.network import BehaviourModel, ModelArtifact, ModelInputs, default_log_features, new_version, sequence_inputs
+from models.provenance import code_version
 
 __all__ = ["TrainConfig", "alert_threshold", "fit", "select_device", "time_range", "train_from_frame"]
 
@@ -62,6 +63,7 @@ class TrainConfig:
     alert_rate: float = 0.01
     pos_weight: float = 3.0
     background_size: int = 200
+    summary_size: int = 8
 
 
 def select_device(device: str | None = None) -> torch.device:
@@ -85,9 +87,11 @@ def alert_threshold(scores: np.ndarray, alert_rate: float) -> float:
     return float(np.sort(scores)[::-1][count - 1])
 
 
-def _check_inputs(x: np.ndarray, y: np.ndarray, n_features: int, name: str) -> None:
-    if x.ndim != 2 or x.shape[1] != n_features or len(x) != len(y):
-        raise ModelError(f"{name}: expected ({len(y)}, {n_features}) features for {len(y)} labels, got {x.shape}")
+def _check_inputs(x: ModelInputs, y: np.ndarray, n_features: int, name: str) -> None:
+    if x.features.ndim != 2 or x.features.shape[1] != n_features or len(x) != len(y):
+        raise ModelError(f"{name}: expected ({len(y)}, {n_features}) features for {len(y)} labels, got {x.features.shape}")
+    if x.sequences.ndim != 3 or x.sequences.shape[2] != len(SEQUENCE_STEP):
+        raise ModelError(f"{name}: expected sequences of {len(SEQUENCE_STEP)} values a step, got {x.sequences.shape}")
     if not np.any(y == 1) or not np.any(y == 0):
         raise ModelError(f"{name} needs both frauds and genuine transactions")
 
@@ -100,23 +104,26 @@ def _autocast(device: torch.device) -> tuple[contextlib.AbstractContextManager, 
     return torch.autocast("cuda", dtype=dtype), torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
 
 
-def _logits(network: nn.Module, x: torch.Tensor) -> np.ndarray:
+def _logits(network: BehaviourModel, x: torch.Tensor, sequences: torch.Tensor) -> np.ndarray:
     with torch.no_grad():
-        parts = [network(x[start : start + _EVAL_BATCH]).float().reshape(-1) for start in range(0, len(x), _EVAL_BATCH)]
+        parts = [
+            network(x[start : start + _EVAL_BATCH], sequences[start : start + _EVAL_BATCH]).float().reshape(-1)
+            for start in range(0, len(x), _EVAL_BATCH)
+        ]
     return torch.cat(parts).cpu().numpy()
 
 
 def _train(
-    network: nn.Module,
-    x_train: torch.Tensor,
+    network: BehaviourModel,
+    x_train: tuple[torch.Tensor, torch.Tensor],
     y_train: torch.Tensor,
-    x_valid: torch.Tensor,
+    x_valid: tuple[torch.Tensor, torch.Tensor],
     y_valid: np.ndarray,
     config: TrainConfig,
     progress: bool,
 ) -> dict:
     """Adam epochs over shuffled mini-batches; returns the best epoch's state and the training history."""
-    device = x_train.device
+    device = y_train.device
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(config.pos_weight, device=device))
     optimizer = torch.optim.Adam(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     autocast, scaler = _autocast(device)
@@ -126,20 +133,20 @@ def _train(
     epochs = tqdm(range(1, config.epochs + 1), disable=not progress, desc="epochs", unit="epoch")
     for epoch in epochs:
         network.train()
-        order = torch.randperm(len(x_train), generator=shuffle).to(device)
+        order = torch.randperm(len(y_train), generator=shuffle).to(device)
         total = torch.zeros((), device=device)
         for start in range(0, len(order), config.batch_size):
             batch = order[start : start + config.batch_size]
             optimizer.zero_grad(set_to_none=True)
             with autocast:
-                logits = network(x_train[batch]).reshape(-1)
+                logits = network(x_train[0][batch], x_train[1][batch]).reshape(-1)
             loss = loss_fn(logits.float(), y_train[batch])
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
             total += loss.detach() * len(batch)
         network.eval()
-        mean_loss, valid_ap = float(total) / len(order), average_precision(y_valid, _logits(network, x_valid))
+        mean_loss, valid_ap = float(total) / len(order), average_precision(y_valid, _logits(network, *x_valid))
         history.append({"epoch": epoch, "loss": mean_loss, "valid_ap": valid_ap})
         epochs.set_postfix(loss=f"{mean_loss:.4f}", valid_ap=f"{valid_ap:.4f}")
         logger.debug("epoch %d: loss %.5f, validation AP %.4f", epoch, mean_loss, valid_ap)
@@ -150,10 +157,18 @@ def _train(
     return {"best_epoch": best["epoch"], "state": best["state"], "history": history}
 
 
+def _tensors(artifact: ModelArtifact, inputs: ModelInputs, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scaled features and encoder-ready sequences, on ``device``."""
+    return (
+        torch.from_numpy(artifact.scale(inputs.features)).to(device),
+        torch.from_numpy(sequence_inputs(inputs.sequences)).to(device),
+    )
+
+
 def fit(
-    x_train: np.ndarray,
+    x_train: ModelInputs,
     y_train: np.ndarray,
-    x_valid: np.ndarray,
+    x_valid: ModelInputs,
     y_valid: np.ndarray,
     feature_names: Sequence[str],
     config: TrainConfig = TrainConfig(),
@@ -162,7 +177,7 @@ def fit(
     data_range: dict | None = None,
     progress: bool = False,
 ) -> ModelArtifact:
-    """Train an MLP on raw feature rows and package it as a :class:`ModelArtifact`.
+    """Train a :class:`BehaviourModel` on raw model inputs and package it as a :class:`ModelArtifact`.
 
     The scaler is fitted on the training rows, training stops early when validation AP has not improved for
     ``config.patience`` epochs (the best epoch's weights are kept), and the threshold is the validation
@@ -171,7 +186,6 @@ def fit(
     """
     started = time.perf_counter()
     names = tuple(feature_names)
-    x_train, x_valid = np.asarray(x_train, dtype=np.float64), np.asarray(x_valid, dtype=np.float64)
     y_train, y_valid = np.asarray(y_train).astype(np.int64), np.asarray(y_valid).astype(np.int64)
     _check_inputs(x_train, y_train, len(names), "training set")
     _check_inputs(x_valid, y_valid, len(names), "validation set")
@@ -179,7 +193,7 @@ def fit(
     rng = np.random.default_rng(config.seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        network = build_network(len(names), config.hidden)
+        network = BehaviourModel(len(names), config.hidden, len(SEQUENCE_STEP), config.summary_size)
 
     artifact = ModelArtifact(
         version="",
@@ -194,16 +208,16 @@ def fit(
         trained_on=device.type,
         log_features=default_log_features(names),
     )
-    transformed = artifact.transform(x_train)
+    transformed = artifact.transform(x_train.features)
     artifact.scaler_mean = transformed.mean(axis=0)
     artifact.scaler_scale = np.where(transformed.std(axis=0) > 0, transformed.std(axis=0), 1.0)
 
     network.to(device)
     result = _train(
         network,
-        torch.from_numpy(artifact.scale(x_train)).to(device),
+        _tensors(artifact, x_train, device),
         torch.from_numpy(y_train.astype(np.float32)).to(device),
-        torch.from_numpy(artifact.scale(x_valid)).to(device),
+        _tensors(artifact, x_valid, device),
         y_valid,
         config,
         progress,
@@ -226,6 +240,7 @@ def fit(
         "n_train_fraud": int(y_train.sum()),
         "n_valid": len(y_valid),
         "n_valid_fraud": int(y_valid.sum()),
+        "code_version": code_version(),
         "seconds": round(time.perf_counter() - started, 2),
     }
     logger.info(
@@ -249,7 +264,7 @@ def time_range(times: np.ndarray) -> dict[str, str]:
 
 def train_from_frame(
     frame: pd.DataFrame,
-    features: np.ndarray,
+    features: ModelInputs,
     *,
     valid_days: int = 7,
     train_days: int | None = None,

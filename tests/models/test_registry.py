@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from models.exceptions import ModelError, ModelIntegrityError, ModelNotFoundError
-from models.network import ModelArtifact, build_network, new_version
+from models.network import BehaviourModel, ModelArtifact, ModelInputs, new_version
 from models.registry import CHAMPION, champion_version, list_versions, load_artifact, save_artifact, set_champion
 
 NAMES = ("amount", "card_tx_count_1d", "terminal_fraud_rate_7d")
@@ -19,7 +19,7 @@ NAMES = ("amount", "card_tx_count_1d", "terminal_fraud_rate_7d")
 
 def _artifact(seed: int, minutes: int = 0) -> ModelArtifact:
     torch.manual_seed(seed)
-    network = build_network(len(NAMES), (8, 4)).eval()
+    network = BehaviourModel(len(NAMES), (8, 4), sequence_dim=4, summary_size=3).eval()
     created = datetime(2026, 11, 22, tzinfo=timezone.utc) + timedelta(minutes=minutes)
     rng = np.random.default_rng(seed)
     return ModelArtifact(
@@ -28,7 +28,7 @@ def _artifact(seed: int, minutes: int = 0) -> ModelArtifact:
         network=network,
         scaler_mean=rng.normal(size=3),
         scaler_scale=rng.uniform(0.5, 2.0, size=3),
-        background=rng.uniform(0, 100, size=(20, 3)),
+        background=_inputs(rng, 20),
         threshold=0.42,
         label_delay_days=7.0,
         metrics={"auc": 0.9, "ap": 0.7, "cp_at_100": 0.3},
@@ -37,20 +37,28 @@ def _artifact(seed: int, minutes: int = 0) -> ModelArtifact:
         trained_on="cpu",
         created_at=created.isoformat(),
         log_features=("amount", "card_tx_count_1d"),
+        reference={"score": {"edges": [0.1, 0.5], "shares": [0.5, 0.3, 0.2]}},
     )
+
+
+def _inputs(rng: np.random.Generator, n: int) -> ModelInputs:
+    return ModelInputs(rng.uniform(0, 100, size=(n, len(NAMES))), rng.normal(size=(n, 8, 4)).astype(np.float32))
 
 
 def test_save_then_load_gives_the_same_model(tmp_path):
     artifact = _artifact(0)
     folder = save_artifact(artifact, tmp_path)
-    assert sorted(path.name for path in folder.iterdir()) == ["background.npy", "manifest.json", "weights.pt"]
+    assert sorted(path.name for path in folder.iterdir()) == [
+        "background.npy", "background_sequences.npy", "manifest.json", "weights.pt"
+    ]
     loaded = load_artifact(tmp_path)
-    x = np.random.default_rng(1).uniform(0, 50, size=(64, 3))
+    x = _inputs(np.random.default_rng(1), 64)
     assert np.array_equal(loaded.predict_logit(x), artifact.predict_logit(x))
-    assert np.array_equal(loaded.background, artifact.background)
+    assert np.array_equal(loaded.background.features, artifact.background.features)
+    assert np.array_equal(loaded.background.sequences, artifact.background.sequences)
     assert np.array_equal(loaded.scaler_mean, artifact.scaler_mean)
     for field in ("version", "feature_names", "threshold", "label_delay_days", "metrics", "params", "data_range",
-                  "trained_on", "created_at", "log_features"):
+                  "trained_on", "created_at", "log_features", "reference", "input_names"):
         assert getattr(loaded, field) == getattr(artifact, field), field
     assert not loaded.network.training
 
@@ -72,7 +80,7 @@ def test_the_champion_moves_only_when_promoted(tmp_path):
     assert not [path for path in tmp_path.iterdir() if path.name.startswith(".")]  # no staging left behind
 
 
-@pytest.mark.parametrize("name", ["weights.pt", "background.npy"])
+@pytest.mark.parametrize("name", ["weights.pt", "background.npy", "background_sequences.npy"])
 def test_a_tampered_file_is_refused(tmp_path, name):
     artifact = _artifact(0)
     folder = save_artifact(artifact, tmp_path)
@@ -101,6 +109,9 @@ def test_a_broken_manifest_is_refused(tmp_path):
     with pytest.raises(ModelIntegrityError):
         load_artifact(tmp_path)
     (folder / "manifest.json").write_text(json.dumps({"version": artifact.version}))
+    with pytest.raises(ModelIntegrityError, match="format None"):
+        load_artifact(tmp_path)
+    (folder / "manifest.json").write_text(json.dumps({"version": artifact.version, "format": 2}))
     with pytest.raises(ModelIntegrityError, match="incomplete"):
         load_artifact(tmp_path)
     assert list_versions(tmp_path)[0]["metrics"] == {}

@@ -11,6 +11,7 @@ import pytest
 from models.dataset import normalize
 from models.exceptions import ModelError
 from models.features import DAY, FEATURE_NAMES
+from models.network import ModelInputs
 from models.registry import load_artifact, save_artifact
 from models.replay import replay_features
 from models.simulate import simulate
@@ -81,15 +82,24 @@ def test_the_same_seed_gives_the_same_model(history):
     assert not np.allclose(same, other)
 
 
-def test_scale_log_transforms_counts_and_average_amounts_only(artifact):
+def test_scale_log_transforms_counts_amount_ratios_and_gaps_only(artifact):
     row = np.arange(1.0, len(FEATURE_NAMES) + 1)[None, :]
     scaled = artifact.scale(row)
     assert scaled.dtype == np.float32 and scaled.shape == (1, len(FEATURE_NAMES))
-    expected = np.where([("avg_amount" in n or "count" in n) for n in FEATURE_NAMES], np.log1p(row), row)
+    logged = [any(marker in name for marker in ("count", "avg_amount", "_vs_", "hours_since")) for name in FEATURE_NAMES]
+    assert not logged[FEATURE_NAMES.index("amount")] and logged[FEATURE_NAMES.index("card_amount_vs_mean")]
+    expected = np.where(logged, np.log1p(row), row)
     np.testing.assert_allclose(scaled, (expected - artifact.scaler_mean) / artifact.scaler_scale, rtol=1e-5)
-    assert artifact.predict_logit(row).shape == (1,)
-    with pytest.raises(ModelError, match="expects 15 features"):
+    with pytest.raises(ModelError, match=f"expects {len(FEATURE_NAMES)} features"):
         artifact.scale(row[:, :3])
+
+
+def test_the_artifact_records_how_it_was_trained(artifact):
+    assert artifact.params["code_version"] and artifact.params["pos_weight"] == FAST.pos_weight
+    assert artifact.params["summary_size"] == FAST.summary_size and tuple(artifact.params["hidden"]) == FAST.hidden
+    assert artifact.input_names[: len(FEATURE_NAMES)] == FEATURE_NAMES
+    assert len(artifact.input_names) == len(FEATURE_NAMES) + FAST.summary_size
+    assert artifact.head_inputs(artifact.background[:5]).shape == (5, len(artifact.input_names))
 
 
 def test_fit_refuses_data_without_both_classes(history):
@@ -97,7 +107,8 @@ def test_fit_refuses_data_without_both_classes(history):
     with pytest.raises(ModelError, match="both"):
         fit(features[:100], np.zeros(100), features[:100], np.r_[np.zeros(99), 1], FEATURE_NAMES, FAST)
     with pytest.raises(ModelError, match="expected"):
-        fit(features[:100, :3], np.r_[np.zeros(99), 1], features[:100], np.r_[np.zeros(99), 1], FEATURE_NAMES, FAST)
+        narrow = ModelInputs(features.features[:100, :3], features.sequences[:100])
+        fit(narrow, np.r_[np.zeros(99), 1], features[:100], np.r_[np.zeros(99), 1], FEATURE_NAMES, FAST)
 
 
 def test_alert_threshold_always_alerts_at_least_once():
