@@ -41,15 +41,15 @@ class ExplainableArtifact(Protocol):
     """What ``Explainer.for_artifact`` reads from a model artifact."""
 
     @property
-    def network(self) -> nn.Module: ...
+    def head(self) -> nn.Module: ...
 
     @property
-    def feature_names(self) -> Sequence[str]: ...
+    def input_names(self) -> Sequence[str]: ...
 
     @property
-    def background(self) -> np.ndarray: ...
+    def background(self) -> Any: ...
 
-    def scale(self, x_raw: np.ndarray) -> np.ndarray: ...
+    def head_inputs(self, inputs: Any) -> np.ndarray: ...
 
 
 class Explainer:
@@ -119,9 +119,9 @@ class Explainer:
         tolerance: float = DEFAULT_TOLERANCE,
         reason_templates: Mapping[str, str] | None = None,
     ) -> Explainer:
-        """An explainer for a model artifact, its raw background rows scaled as the model scales inputs."""
-        background = artifact.scale(np.asarray(artifact.background))
-        return cls(artifact.network, background, artifact.feature_names, reason_templates, tolerance)
+        """An explainer of the artifact's head, over its background transactions turned into head inputs."""
+        background = artifact.head_inputs(artifact.background)
+        return cls(artifact.head, background, artifact.input_names, reason_templates, tolerance)
 
     def explain(self, x_raw: np.ndarray, x_scaled: np.ndarray, logits: np.ndarray | None = None) -> list[Explanation]:
         """One explanation per row; a single row may be given as shape (F,).

@@ -169,7 +169,7 @@ def create_app(settings: Settings) -> faust.App:
             started = time.perf_counter()
             events = [codecs["TerminalEvent"].decode(raw) for raw in raws]
             outcome = apply_terminal_stage(events, terminal_states, label_delay_days)
-            batch = await serving.score(outcome.transactions, outcome.matrix)
+            batch = await serving.score(outcome.transactions, outcome.inputs)
             for decision in batch.decisions:
                 decisions.send_soon(key=decision["tx_id"].encode(), value=codecs["Decision"].encode(decision))
             for alert in batch.alerts:

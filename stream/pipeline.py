@@ -23,7 +23,8 @@ import numpy as np
 from scipy.special import expit
 
 from explain import Explainer, check_additivity
-from models.features import FEATURE_NAMES, CardState, TerminalState, card_step, feature_vector, terminal_step
+from models.features import FEATURE_NAMES, SEQUENCE_LENGTH, SEQUENCE_STEP, CardState, TerminalState, card_step, feature_vector, terminal_step
+from models.network import ModelInputs
 from models.registry import ModelArtifact
 from stream.codec import AvroCodec
 from stream.exceptions import EventDecodeError
@@ -68,14 +69,17 @@ def _state_key(identifier: str) -> bytes:
 
 
 def apply_card_stage(transactions: Iterable[Record], table: StateTable) -> list[Record]:
-    """Card features of each transaction, in order, updating the card's state: enriched transactions."""
+    """Card features and recent sequence of each transaction, in order, updating the card's state: enriched
+    transactions."""
     enriched = []
     for transaction in transactions:
         key = _state_key(transaction["card_id"])
         state = CardState.from_dict(table.get(key))
-        values = card_step(state, transaction["event_time"] / 1000.0, transaction["amount"], transaction["tx_id"])
+        reading = card_step(
+            state, transaction["event_time"] / 1000.0, transaction["amount"], transaction["tx_id"], transaction["terminal_id"]
+        )
         table[key] = state.to_dict()
-        enriched.append({"transaction": transaction, "card_features": values})
+        enriched.append({"transaction": transaction, "card_features": reading.features, "card_sequence": reading.sequence})
     return enriched
 
 
@@ -85,13 +89,17 @@ class TerminalOutcome:
 
     transactions: list[Record] = field(default_factory=list)
     features: list[list[float]] = field(default_factory=list)
+    sequences: list[list[float]] = field(default_factory=list)
     labels_applied: int = 0
     labels_pending: int = 0
 
     @property
-    def matrix(self) -> np.ndarray:
-        """The feature rows, one per transaction, in ``FEATURE_NAMES`` order."""
-        return np.asarray(self.features, dtype=np.float64).reshape(-1, len(FEATURE_NAMES))
+    def inputs(self) -> ModelInputs:
+        """The model inputs, one row per transaction: features in ``FEATURE_NAMES`` order and card sequences."""
+        return ModelInputs(
+            np.asarray(self.features, dtype=np.float64).reshape(-1, len(FEATURE_NAMES)),
+            np.asarray(self.sequences, dtype=np.float32).reshape(-1, SEQUENCE_LENGTH, len(SEQUENCE_STEP)),
+        )
 
 
 def apply_terminal_stage(events: Iterable[Record], table: StateTable, label_delay_days: float) -> TerminalOutcome:
@@ -118,6 +126,7 @@ def apply_terminal_stage(events: Iterable[Record], table: StateTable, label_dela
             table[key] = state.to_dict()
             outcome.transactions.append(transaction)
             outcome.features.append(feature_vector(seconds, transaction["amount"], enriched["card_features"], terminal))
+            outcome.sequences.append(enriched["card_sequence"])
     return outcome
 
 
@@ -147,19 +156,22 @@ class Scorer:
         self.top_reasons = top_reasons
         self.tolerance = tolerance
 
-    def score(self, transactions: list[Record], features: np.ndarray, now_ms: int | None = None) -> ScoredBatch:
+    def score(self, transactions: list[Record], inputs: ModelInputs, now_ms: int | None = None) -> ScoredBatch:
         """Decisions for every transaction and alerts (with reasons) for those at or above the threshold."""
         decided_at = int(time.time() * 1000) if now_ms is None else now_ms
         if not transactions:
             return ScoredBatch([], [])
-        scaled = self.artifact.scale(features)
-        logits = self.artifact.predict_logit(features)
+        features = inputs.features
+        head_inputs = self.artifact.head_inputs(inputs)
+        logits = self.artifact.score_head(head_inputs)
         scores = expit(logits)
         alert_rows = np.flatnonzero(scores >= self.threshold)
         explanations = {}
         batch = ScoredBatch([], [])
         if alert_rows.size:
-            explained = self.explainer.explain(features[alert_rows], scaled[alert_rows], logits[alert_rows])
+            summary = head_inputs[alert_rows, len(self.artifact.feature_names) :]
+            raw = np.concatenate([features[alert_rows], summary], axis=1)
+            explained = self.explainer.explain(raw, head_inputs[alert_rows], logits[alert_rows])
             explanations = dict(zip(alert_rows.tolist(), explained))
             for index in check_additivity(explained, self.tolerance):
                 batch.flagged += 1

@@ -21,20 +21,20 @@ SCALES = np.linspace(0.5, 20.0, N_FEATURES)
 
 @dataclass
 class TinyArtifact:
-    """The parts of a model artifact the explainer reads: a network over standardised features."""
+    """The parts of a model artifact the explainer reads: a head network over standardised features."""
 
-    network: nn.Module
-    feature_names: tuple[str, ...]
+    head: nn.Module
+    input_names: tuple[str, ...]
     background: np.ndarray
     mean: np.ndarray
     std: np.ndarray
 
-    def scale(self, x_raw: np.ndarray) -> np.ndarray:
+    def head_inputs(self, x_raw: np.ndarray) -> np.ndarray:
         return ((x_raw - self.mean) / self.std).astype(np.float32)
 
     def logits(self, x_raw: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return self.network(torch.from_numpy(self.scale(x_raw))).numpy().reshape(-1)
+            return self.head(torch.from_numpy(self.head_inputs(x_raw))).numpy().reshape(-1)
 
 
 def raw_rows(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -95,7 +95,7 @@ def explained(explainer: Explainer, artifact: TinyArtifact, batch: np.ndarray) -
 
 
 def explain(explainer: Explainer, artifact: TinyArtifact, rows: np.ndarray) -> list[Explanation]:
-    return explainer.explain(rows, artifact.scale(rows))
+    return explainer.explain(rows, artifact.head_inputs(rows))
 
 
 def test_values_add_up_to_the_logit_for_every_row(explained, artifact, batch):
@@ -174,7 +174,7 @@ def test_an_explainer_with_a_wrong_base_value_logs_its_failures(artifact, batch,
 def test_a_single_row_is_explained_like_the_same_row_in_a_batch(explainer, explained, artifact, batch):
     for shape in [(N_FEATURES,), (1, N_FEATURES)]:
         row = batch[5].reshape(shape)
-        [single] = explainer.explain(row, artifact.scale(row))
+        [single] = explainer.explain(row, artifact.head_inputs(row))
         np.testing.assert_allclose(single.values, explained[5].values, rtol=0, atol=1e-12)
         assert single.output == pytest.approx(explained[5].output, abs=1e-12)
         assert single.additivity_gap <= TOLERANCE
@@ -182,7 +182,7 @@ def test_a_single_row_is_explained_like_the_same_row_in_a_batch(explainer, expla
 
 def test_given_logits_are_the_explained_output(explainer, artifact, batch):
     scores = artifact.logits(batch[:16])
-    explanations = explainer.explain(batch[:16], artifact.scale(batch[:16]), logits=scores[:, None])
+    explanations = explainer.explain(batch[:16], artifact.head_inputs(batch[:16]), logits=scores[:, None])
     assert [explanation.output for explanation in explanations] == scores.astype(np.float64).tolist()
     # float32 scores differ from the float64 copy by rounding only
     assert check_additivity(explanations, TOLERANCE) == []
@@ -191,10 +191,10 @@ def test_given_logits_are_the_explained_output(explainer, artifact, batch):
 def test_explaining_leaves_the_network_untouched(artifact, batch):
     network = mlp()
     network.train()
-    inputs = torch.from_numpy(artifact.scale(batch))
+    inputs = torch.from_numpy(artifact.head_inputs(batch))
     with torch.no_grad():
         before = network(inputs)
-    explainer = Explainer(network, artifact.scale(artifact.background), FEATURE_NAMES, tolerance=TOLERANCE)
+    explainer = Explainer(network, artifact.head_inputs(artifact.background), FEATURE_NAMES, tolerance=TOLERANCE)
     explain(explainer, artifact, batch[:4])
     with torch.no_grad():
         after = network(inputs)
@@ -214,7 +214,7 @@ def test_explaining_works_under_inference_mode(explainer, artifact, batch):
 
 def test_in_place_activations_are_explained_on_a_copy(artifact, batch):
     network = mlp(N_FEATURES, 8, 1, inplace=True)
-    explainer = Explainer(network, artifact.scale(artifact.background), FEATURE_NAMES, tolerance=TOLERANCE)
+    explainer = Explainer(network, artifact.head_inputs(artifact.background), FEATURE_NAMES, tolerance=TOLERANCE)
     assert check_additivity(explain(explainer, artifact, batch[:16]), TOLERANCE) == []
     assert network[1].inplace
 
@@ -233,12 +233,12 @@ class FunctionalReLU(nn.Module):
 def test_a_network_that_cannot_add_up_is_refused(artifact):
     torch.manual_seed(0)
     with pytest.raises(ExplainError, match="not exactly explainable"):
-        Explainer(FunctionalReLU(), artifact.scale(artifact.background), FEATURE_NAMES, tolerance=TOLERANCE)
+        Explainer(FunctionalReLU(), artifact.head_inputs(artifact.background), FEATURE_NAMES, tolerance=TOLERANCE)
 
 
 def test_a_network_without_one_logit_per_row_is_refused(artifact):
     with pytest.raises(ExplainError, match=r"\(N, 1\) logits"):
-        Explainer(mlp(N_FEATURES, 2), artifact.scale(artifact.background), FEATURE_NAMES)
+        Explainer(mlp(N_FEATURES, 2), artifact.head_inputs(artifact.background), FEATURE_NAMES)
 
 
 def test_features_without_a_template_read_name_equals_value(artifact):
@@ -256,9 +256,9 @@ def test_a_template_that_cannot_be_filled_is_refused_at_build():
 
 def test_inputs_of_the_wrong_shape_are_refused(explainer, artifact, batch):
     with pytest.raises(ExplainError, match="expected"):
-        explainer.explain(batch[:, :3], artifact.scale(batch)[:, :3])
+        explainer.explain(batch[:, :3], artifact.head_inputs(batch)[:, :3])
     with pytest.raises(ExplainError, match="rows"):
-        explainer.explain(batch[:2], artifact.scale(batch[:3]))
+        explainer.explain(batch[:2], artifact.head_inputs(batch[:3]))
     with pytest.raises(ExplainError, match="logits"):
-        explainer.explain(batch[:2], artifact.scale(batch[:2]), logits=np.zeros(3))
-    assert explainer.explain(batch[:0], artifact.scale(batch[:0])) == []
+        explainer.explain(batch[:2], artifact.head_inputs(batch[:2]), logits=np.zeros(3))
+    assert explainer.explain(batch[:0], artifact.head_inputs(batch[:0])) == []

@@ -10,6 +10,7 @@ import pandas as pd
 
 from explain import Explainer
 from models.features import DEFAULT_LABEL_DELAY_DAYS
+from models.network import ModelInputs
 from models.replay import replay_features
 from models.train import TrainConfig, train_from_frame
 from stream.codec import AvroCodec
@@ -19,14 +20,16 @@ from stream.settings import Settings
 from stream.validation import validate_transaction
 
 
-def stream_features(frame: pd.DataFrame, batch: int = 97) -> tuple[list[str], np.ndarray]:
-    """Feature rows as the worker computes them: the producer's events through both stages, in batches.
+def stream_features(frame: pd.DataFrame, batch: int = 97) -> tuple[list[str], ModelInputs]:
+    """Model inputs as the worker computes them: the producer's events through both stages, in batches,
+    each terminal event through its Avro encoding as on the repartition topic.
 
     The terminal stage sees the card stage's output one batch late, and labels ahead of it, as a worker
     whose feedback ingest runs ahead of its transactions would.
     """
     settings = Settings()
     codecs = {settings.transactions_topic: AvroCodec("Transaction"), settings.feedback_topic: AvroCodec("Feedback")}
+    terminal_codec = AvroCodec("TerminalEvent")
     card_table: dict = {}
     terminal_table: dict = {}
     tx_ids: list[str] = []
@@ -40,23 +43,27 @@ def stream_features(frame: pd.DataFrame, batch: int = 97) -> tuple[list[str], np
             (transactions if event.topic == settings.transactions_topic else labels).append(record)
         terminal_events = [{"transaction": None, "feedback": label} for label in labels]
         terminal_events += [{"transaction": item, "feedback": None} for item in delayed]
+        terminal_events = [terminal_codec.decode(terminal_codec.encode(event)) for event in terminal_events]
         delayed = apply_card_stage(transactions, card_table)
         outcome = apply_terminal_stage(terminal_events, terminal_table, DEFAULT_LABEL_DELAY_DAYS)
-        rows.append(outcome.matrix)
+        rows.append(outcome.inputs)
         tx_ids.extend(transaction["tx_id"] for transaction in outcome.transactions)
-    return tx_ids, np.vstack(rows)
+    return tx_ids, ModelInputs.concat(rows)
 
 
 def test_stream_features_equal_offline_replay(small_frame: pd.DataFrame) -> None:
-    tx_ids, features = stream_features(small_frame)
+    tx_ids, inputs = stream_features(small_frame)
     assert tx_ids == small_frame["tx_id"].tolist()
-    np.testing.assert_array_equal(features, replay_features(small_frame))
+    offline = replay_features(small_frame)
+    np.testing.assert_array_equal(inputs.features, offline.features)
+    np.testing.assert_array_equal(inputs.sequences, offline.sequences)
 
 
 def test_labels_reach_terminal_state_and_early_ones_wait_for_their_transaction() -> None:
     table: dict = {}
     transaction = {"tx_id": "t1", "event_time": 0, "card_id": "c", "terminal_id": "T", "amount": 5.0}
-    apply_terminal_stage([{"transaction": {"transaction": transaction, "card_features": [0.0] * 6}, "feedback": None}], table, 7)
+    enriched = {"transaction": transaction, "card_features": [0.0] * 14, "card_sequence": [0.0] * 32}
+    apply_terminal_stage([{"transaction": enriched, "feedback": None}], table, 7)
     feedback = {"tx_id": "t1", "is_fraud": True, "terminal_id": "T", "reported_at": 1000}
     early = {"tx_id": "t2", "is_fraud": True, "terminal_id": "T", "reported_at": 2000}
     outcome = apply_terminal_stage([{"transaction": None, "feedback": feedback}, {"transaction": None, "feedback": early}], table, 7)
@@ -88,6 +95,7 @@ def test_a_redelivered_batch_changes_no_state_and_gets_the_same_features(small_f
     again = apply_card_stage(transactions[100:300], card_table)
     apply_terminal_stage([{"transaction": item, "feedback": None} for item in again], terminal_table, DEFAULT_LABEL_DELAY_DAYS)
     assert [item["card_features"] for item in again] == [item["card_features"] for item in first[100:300]]
+    assert [item["card_sequence"] for item in again] == [item["card_sequence"] for item in first[100:300]]
     assert card_table == cards and terminal_table == terminals
 
 
