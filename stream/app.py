@@ -23,6 +23,7 @@ from models.registry import load_artifact
 from stream import metrics
 from stream.codec import AvroCodec, register_faust_codecs
 from stream.pipeline import Reject, ScoredBatch, Scorer, apply_card_stage, apply_terminal_stage, decode_valid
+from stream.security import faust_credentials
 from stream.settings import Settings
 from stream.validation import validate_feedback, validate_transaction
 
@@ -71,6 +72,7 @@ def create_app(settings: Settings) -> faust.App:
     app = faust.App(
         settings.app_id,
         broker=settings.broker_url,
+        broker_credentials=faust_credentials(settings),
         store=settings.store_url,
         datadir=str(settings.data_dir),
         topic_partitions=settings.partitions,
