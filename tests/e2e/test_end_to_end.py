@@ -110,8 +110,9 @@ def test_transactions_are_scored_explained_and_audited(broker: EmbeddedBroker, s
     assert all(dict(message.headers).get("reason") for message in dead)
     assert health == {"status": "ok"}
     assert ready["status"] == "ready" and all(ready["checks"].values())
-    for family in ("riskstream_events", "riskstream_alerts", "riskstream_explanation_gap_flagged", "riskstream_score_batch_seconds", "riskstream_consumer_lag"):
-        assert f"# TYPE {family} " in exposition
+    for metric in ("riskstream_events_total", "riskstream_alerts_total", "riskstream_explanation_gap_flagged_total", "riskstream_score_batch_seconds", "riskstream_consumer_lag"):
+        assert f"# TYPE {metric} " in exposition
+    assert 'riskstream_consumer_lag{partition="0",topic="e2e-transactions"}' in exposition
     assert sample_total(exposition, "riskstream_score_batch_seconds_count") > 0
 
     threshold = artifact.threshold
