@@ -16,13 +16,14 @@ from functools import partial
 import faust
 import numpy as np
 import torch
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from explain import Explainer
 from models.registry import load_artifact
 from stream import metrics
 from stream.codec import AvroCodec, register_faust_codecs
 from stream.pipeline import Reject, ScoredBatch, Scorer, apply_card_stage, apply_terminal_stage, decode_valid
+from stream.probes import add_probes
+from stream.security import faust_credentials
 from stream.settings import Settings
 from stream.validation import validate_feedback, validate_transaction
 
@@ -67,10 +68,11 @@ class Serving:
 
 
 def create_app(settings: Settings) -> faust.App:
-    """Build the worker's app: ingest → card stage → terminal stage (which scores), plus the metrics page."""
+    """Build the worker's app: ingest → card stage → terminal stage (which scores), plus its operational pages."""
     app = faust.App(
         settings.app_id,
         broker=settings.broker_url,
+        broker_credentials=faust_credentials(settings),
         store=settings.store_url,
         datadir=str(settings.data_dir),
         topic_partitions=settings.partitions,
@@ -169,7 +171,8 @@ def create_app(settings: Settings) -> faust.App:
             started = time.perf_counter()
             events = [codecs["TerminalEvent"].decode(raw) for raw in raws]
             outcome = apply_terminal_stage(events, terminal_states, label_delay_days)
-            batch = await serving.score(outcome.transactions, outcome.inputs)
+            with metrics.SCORE_BATCH_SECONDS.time():
+                batch = await serving.score(outcome.transactions, outcome.inputs)
             for decision in batch.decisions:
                 decisions.send_soon(key=decision["tx_id"].encode(), value=codecs["Decision"].encode(decision))
             for alert in batch.alerts:
@@ -186,11 +189,7 @@ def create_app(settings: Settings) -> faust.App:
         """Load the model and build its explainer before the terminal stage scores anything."""
         await serving.start()
 
-    @app.page("/metrics")
-    async def metrics_page(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
-        # aiohttp refuses a charset inside content_type, and Prometheus' content type carries one
-        return web.bytes(generate_latest(metrics.REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
+    add_probes(app, model_loaded=serving.ready.is_set)  # /health, /ready, /metrics
     return app
 
 

@@ -16,6 +16,7 @@ from kafka import KafkaConsumer
 from audit import AuditStore
 from stream.codec import AvroCodec
 from stream.exceptions import EventDecodeError
+from stream.security import kafka_python_options
 from stream.settings import Settings
 from stream.validation import validate_feedback
 
@@ -49,6 +50,7 @@ class AuditWriter:
             max_poll_records=5000,
             session_timeout_ms=int(self.settings.session_timeout_s * 1000),
             heartbeat_interval_ms=int(self.settings.session_timeout_s * 1000 // 3),
+            **kafka_python_options(self.settings),
         )
         store = AuditStore(self.settings.audit_dir, export_interval_s=self.settings.audit_export_interval_s)
         last_flush = last_export = last_data = time.monotonic()

@@ -41,10 +41,14 @@ def _broker_binary() -> str:
 
 
 class EmbeddedBroker:
-    """A Tansu broker on loopback, as a context manager that stops it on exit."""
+    """A Tansu broker on loopback, as a context manager that stops it on exit.
 
-    def __init__(self, port: int | None = None) -> None:
+    ``advertised_port`` makes it tell clients to connect elsewhere, e.g. to a TLS-terminating proxy in front.
+    """
+
+    def __init__(self, port: int | None = None, advertised_port: int | None = None) -> None:
         self.port = port or free_port()
+        self.advertised_port = advertised_port or self.port
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -58,8 +62,9 @@ class EmbeddedBroker:
 
     def start(self, timeout_s: float = 20.0) -> EmbeddedBroker:
         listener = f"tcp://{self.bootstrap}"
+        advertised = f"tcp://127.0.0.1:{self.advertised_port}"
         self._process = subprocess.Popen(
-            [_broker_binary(), "broker", "--listener-url", listener, "--advertised-listener-url", listener],
+            [_broker_binary(), "broker", "--listener-url", listener, "--advertised-listener-url", advertised],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

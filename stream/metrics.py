@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import urllib.request
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -21,6 +24,34 @@ BATCH_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
     registry=REGISTRY,
 )
+SCORE_BATCH_SECONDS = Histogram(
+    "riskstream_score_batch_seconds",
+    "Time of one batch's model call and explanations (the scoring thread's share of the terminal stage)",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+    registry=REGISTRY,
+)
+
+
+class ConsumerLag(Collector):
+    """``riskstream_consumer_lag{topic,partition}``: messages behind the partition's end, read at scrape time.
+
+    The worker sets :attr:`source` to a function yielding ``(topic, partition, lag)`` for the partitions
+    it owns; reading at scrape time needs no timer and is never stale.
+    """
+
+    def __init__(self) -> None:
+        self.source: Callable[[], Iterable[tuple[str, int, int]]] = lambda: ()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily("riskstream_consumer_lag", "Messages between the worker's position and the partition's end", labels=["topic", "partition"])
+        for topic, partition, lag in self.source():
+            family.add_metric([topic, str(partition)], lag)
+        yield family
+
+
+CONSUMER_LAG = ConsumerLag()
+REGISTRY.register(CONSUMER_LAG)
+
 
 def sample_total(exposition: str, name: str) -> float:
     r"""Sum of a metric's samples over all its labels, read from Prometheus' text exposition.
@@ -31,10 +62,24 @@ def sample_total(exposition: str, name: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in exposition.splitlines() if line.split("{")[0].split(" ")[0] == name)
 
 
-def scrape(port: int, host: str = "127.0.0.1", timeout_s: float = 10.0) -> str:
-    """A worker's ``/metrics`` page."""
-    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=timeout_s) as response:
+def scrape(port: int, host: str = "127.0.0.1", timeout_s: float = 10.0, path: str = "/metrics") -> str:
+    """A page of a worker's web server (``/metrics`` unless told otherwise)."""
+    with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=timeout_s) as response:
         return response.read().decode()
 
 
-__all__ = ["ALERTS", "BATCH_SECONDS", "DEAD_LETTERS", "DECISIONS", "EVENTS", "EXPLANATION_GAPS", "LABELS", "REGISTRY", "sample_total", "scrape"]
+__all__ = [
+    "ALERTS",
+    "BATCH_SECONDS",
+    "CONSUMER_LAG",
+    "DEAD_LETTERS",
+    "DECISIONS",
+    "EVENTS",
+    "EXPLANATION_GAPS",
+    "LABELS",
+    "REGISTRY",
+    "SCORE_BATCH_SECONDS",
+    "ConsumerLag",
+    "sample_total",
+    "scrape",
+]

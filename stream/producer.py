@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from models.features import DAY
 from stream.codec import AvroCodec
+from stream.security import kafka_python_options
 from stream.settings import Settings
 
 
@@ -99,6 +100,7 @@ def produce(
         linger_ms=20,
         batch_size=256 * 1024,
         client_id=f"{settings.app_id}-producer",
+        **kafka_python_options(settings),
     )
     sent = 0
     started = time.monotonic()
@@ -118,7 +120,7 @@ def produce(
 
 def send_raw(settings: Settings, topic: str, values: Iterable[bytes]) -> None:
     """Send raw bytes as they are (e.g. malformed messages, to exercise the dead-letter path)."""
-    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all", **kafka_python_options(settings))
     try:
         for value in values:
             producer.send(topic, value=value)

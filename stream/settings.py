@@ -8,15 +8,17 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
     """Every setting, with the environment variable that sets it (prefix ``RISKSTREAM_``)."""
 
-    model_config = SettingsConfigDict(env_prefix="RISKSTREAM_", frozen=True)
+    # hide_input_in_errors: a rejected setting must not echo a password into a log or a traceback
+    model_config = SettingsConfigDict(env_prefix="RISKSTREAM_", frozen=True, hide_input_in_errors=True)
 
     broker_url: str = Field("kafka://127.0.0.1:9092", description="RISKSTREAM_BROKER_URL: Kafka bootstrap servers, kafka://host:port[;host:port]")
     app_id: str = Field("riskstream", description="RISKSTREAM_APP_ID: Faust application id (consumer group, internal topic prefix)")
@@ -43,6 +45,24 @@ class Settings(BaseSettings):
     web_port: int = Field(6066, description="RISKSTREAM_WEB_PORT: the worker's web server port")
     session_timeout_s: float = Field(10.0, gt=0.0, description="RISKSTREAM_SESSION_TIMEOUT_S: consumer session timeout")
     rebalance_timeout_s: float = Field(10.0, gt=0.0, description="RISKSTREAM_REBALANCE_TIMEOUT_S: consumer group rebalance timeout")
+    # Kafka connection security (stream/security.py turns these into client options)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field("PLAINTEXT", description="RISKSTREAM_SECURITY_PROTOCOL: PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or SASL_SSL (SASL over TLS)")
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field("PLAIN", description="RISKSTREAM_SASL_MECHANISM: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
+    sasl_username: str | None = Field(None, description="RISKSTREAM_SASL_USERNAME: SASL user")
+    sasl_password: SecretStr | None = Field(None, description="RISKSTREAM_SASL_PASSWORD: SASL password (never logged)")
+    ssl_cafile: Path | None = Field(None, description="RISKSTREAM_SSL_CAFILE: CA certificates (PEM) that sign the brokers' certificates; default: the system's")
+    ssl_certfile: Path | None = Field(None, description="RISKSTREAM_SSL_CERTFILE: client certificate (PEM), when the brokers ask for one (mutual TLS)")
+    ssl_keyfile: Path | None = Field(None, description="RISKSTREAM_SSL_KEYFILE: the client certificate's private key (PEM)")
+    ssl_key_password: SecretStr | None = Field(None, description="RISKSTREAM_SSL_KEY_PASSWORD: the private key's password (never logged)")
+    ssl_check_hostname: bool = Field(True, description="RISKSTREAM_SSL_CHECK_HOSTNAME: check that a broker's certificate names its host")
+
+    @model_validator(mode="after")
+    def _security_complete(self) -> Settings:
+        if self.security_protocol.startswith("SASL_") and not (self.sasl_username and self.sasl_password):
+            raise ValueError(f"RISKSTREAM_SECURITY_PROTOCOL={self.security_protocol} needs RISKSTREAM_SASL_USERNAME and RISKSTREAM_SASL_PASSWORD")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("RISKSTREAM_SSL_CERTFILE and RISKSTREAM_SSL_KEYFILE go together")
+        return self
 
     @cached_property
     def bootstrap_servers(self) -> list[str]:

@@ -10,6 +10,7 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from stream.exceptions import StreamError
+from stream.security import kafka_python_options
 from stream.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -23,7 +24,9 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id=f"{settings.app_id}-admin")
+            admin = KafkaAdminClient(
+                bootstrap_servers=settings.bootstrap_servers, client_id=f"{settings.app_id}-admin", **kafka_python_options(settings)
+            )
             break
         except KafkaError as error:
             if time.monotonic() > deadline:

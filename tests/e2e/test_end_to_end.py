@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -95,6 +96,8 @@ def test_transactions_are_scored_explained_and_audited(broker: EmbeddedBroker, s
         time.sleep(3)  # anything sent twice would show up in the audit store by now
         services.check_alive()
         exposition = scrape(settings.web_port)
+        health = json.loads(scrape(settings.web_port, path="/health"))
+        ready = json.loads(scrape(settings.web_port, path="/ready"))
 
     assert stored == len(frame)
     per_tx = query(settings.audit_dir, "SELECT tx_id, count(*) AS n FROM decisions GROUP BY tx_id").to_pandas()
@@ -105,6 +108,12 @@ def test_transactions_are_scored_explained_and_audited(broker: EmbeddedBroker, s
     assert sample_total(exposition, "riskstream_dead_letters_total") == len(bad)
     assert sample_total(exposition, "riskstream_decisions_total") == len(frame)
     assert all(dict(message.headers).get("reason") for message in dead)
+    assert health == {"status": "ok"}
+    assert ready["status"] == "ready" and all(ready["checks"].values())
+    for metric in ("riskstream_events_total", "riskstream_alerts_total", "riskstream_explanation_gap_flagged_total", "riskstream_score_batch_seconds", "riskstream_consumer_lag"):
+        assert f"# TYPE {metric} " in exposition
+    assert 'riskstream_consumer_lag{partition="0",topic="e2e-transactions"}' in exposition
+    assert sample_total(exposition, "riskstream_score_batch_seconds_count") > 0
 
     threshold = artifact.threshold
     expected_alerts = set(query(settings.audit_dir, f"SELECT tx_id FROM decisions WHERE score >= {threshold!r}").column(0).to_pylist())
