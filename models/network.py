@@ -246,9 +246,14 @@ class ModelArtifact:
         return np.concatenate([self.scale(inputs.features), summary], axis=1)
 
     def score_head(self, head_inputs: np.ndarray) -> np.ndarray:
-        """Logits ``(N,)`` of head inputs (see :meth:`head_inputs`), in one forward pass without gradients."""
+        """Logits ``(N,)`` of head inputs (see :meth:`head_inputs`), in one forward pass without gradients.
+
+        The network computes in float32; the logits are returned as float64 so that every score derived from
+        them, and its comparison with the float64 threshold, is made in one precision (NumPy compares a
+        float32 array with a Python float in float32, which could alert on a score just below the threshold).
+        """
         with torch.no_grad():
-            return self.head(torch.from_numpy(head_inputs)).reshape(-1).numpy()
+            return self.head(torch.from_numpy(head_inputs)).reshape(-1).numpy().astype(np.float64)
 
     def predict_logit(self, inputs: ModelInputs) -> np.ndarray:
         """Logits ``(N,)`` of raw inputs."""
@@ -256,4 +261,4 @@ class ModelArtifact:
 
     def predict_proba(self, inputs: ModelInputs) -> np.ndarray:
         """Fraud probabilities ``(N,)`` of raw inputs, the scores compared with :attr:`threshold`."""
-        return torch.sigmoid(torch.from_numpy(self.predict_logit(inputs).astype(np.float64))).numpy()
+        return torch.sigmoid(torch.from_numpy(self.predict_logit(inputs))).numpy()
