@@ -22,14 +22,20 @@ DEFAULT_TOLERANCE = 1e-4
 """Largest additivity gap, in log-odds, an explanation may have before it is flagged."""
 
 
-def reason_label(feature: str, value: float, template: str | None = None) -> str:
-    """The sentence an analyst reads for one feature: its template filled with the raw value.
+def reason_label(feature: str, value: float | None, template: str | None = None) -> str:
+    """The sentence an analyst reads for one reason: its template filled with the raw value.
+
+    A group of learned inputs has no single value (``None``): its template is its label as written.
 
     >>> reason_label("amount", 42.0, "amount is {value:.2f}")
     'amount is 42.00'
     >>> reason_label("merchant_score", 0.25)
     'merchant_score = 0.25'
+    >>> reason_label("recent_spending_pattern", None)
+    'recent spending pattern'
     """
+    if value is None:
+        return template if template is not None else feature.replace("_", " ")
     if template is None:
         return f"{feature} = {value:g}"
     return template.format(value=value)
@@ -37,11 +43,14 @@ def reason_label(feature: str, value: float, template: str | None = None) -> str
 
 @dataclass(frozen=True)
 class Reason:
-    """One feature's share of a score; a positive contribution pushes the score towards fraud."""
+    """One reason's share of a score; a positive contribution pushes the score towards fraud.
+
+    ``value`` is the feature's raw value, None for a group of learned inputs (or a missing value).
+    """
 
     feature: str
     label: str
-    value: float
+    value: float | None
     contribution: float
 
 
@@ -52,17 +61,17 @@ class Explanation:
     Parameters
     ----------
     values
-        Each feature's contribution to the logit, shape (F,).
+        Each reason's contribution to the logit, shape (F,).
     base_value
-        The mean logit over the background rows.
+        The weighted mean logit over the background rows.
     output
         The logit the model gave this row.
     feature_names
-        Names of the F features, in model order.
+        Names of the F reasons (features, or groups of learned inputs), in model order.
     data
-        The row's raw (unscaled) feature values, shape (F,).
+        The row's raw (unscaled) feature values, shape (F,); NaN for a group, which has no single value.
     labels
-        One sentence per feature, filled with its raw value; empty means ``"<name> = <value>"``.
+        One sentence per reason, filled with its raw value; empty means ``"<name> = <value>"``.
     space
         The unit of values, base value and output.
 
@@ -127,8 +136,9 @@ class Explanation:
 
     def _reason(self, index: int) -> Reason:
         name, value = self.feature_names[index], float(self.data[index])
-        label = self.labels[index] if self.labels else reason_label(name, value)
-        return Reason(feature=name, label=label, value=value, contribution=float(self.values[index]))
+        raw = None if math.isnan(value) else value
+        label = self.labels[index] if self.labels else reason_label(name, raw)
+        return Reason(feature=name, label=label, value=raw, contribution=float(self.values[index]))
 
     def to_dict(self, top: int | None = None) -> dict[str, Any]:
         """Plain JSON-ready fields for an alert or an audit row, reasons ordered as in ``reasons``.
