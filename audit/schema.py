@@ -75,6 +75,7 @@ DECISION_COLUMNS: tuple[Column, ...] = (
     Column("features", "MAP(VARCHAR, DOUBLE)", pa.map_(pa.string(), pa.float64()), required=False),
     Column("base_value", "DOUBLE", pa.float64(), required=False),
     Column("additivity_gap", "DOUBLE", pa.float64(), required=False),
+    Column("explanation_flagged", "BOOLEAN", pa.bool_(), required=False),
 )
 REASON_COLUMNS: tuple[Column, ...] = (
     Column("tx_id", "VARCHAR", pa.string()),
