@@ -88,25 +88,27 @@ class DeepLift:
 
     def __init__(self, network: nn.Module, background: Background) -> None:
         self._steps = _steps(network)
-        self.n_inputs = self._steps[0].in_features
+        first, last = self._steps[0], self._steps[-1]
+        assert isinstance(first, _Linear) and isinstance(last, _Linear)
+        self.n_inputs = first.weight.shape[1]
         if background.rows.shape[1] != self.n_inputs:
             raise ExplainError(f"background has {background.rows.shape[1]} columns, the network takes {self.n_inputs}")
-        if self._steps[-1].out_features != 1:
-            raise ExplainError(f"network must map (N, D) rows to (N, 1) logits, got {self._steps[-1].out_features} outputs")
+        if last.weight.shape[0] != 1:
+            raise ExplainError(f"network must map (N, D) rows to (N, 1) logits, got {last.weight.shape[0]} outputs")
         self._rows = torch.tensor(background.rows)
         self._weights = torch.tensor(background.weights)
-        self._activations: list[_Activation] = []
+        self._references: list[_Activation] = []
         h = self._rows
         for step in self._steps:
-            if isinstance(step, nn.Linear):
-                h = torch.addmm(step.bias, h, step.weight.T)
+            if isinstance(step, _Linear):
+                h = step(h)
                 continue
-            z = h.detach().clone().requires_grad_(True)
+            z = h.clone().requires_grad_(True)
             with torch.enable_grad():
                 out = step(z)
                 (slopes,) = torch.autograd.grad(out.sum(), z)
+            self._references.append(_Activation(out.detach(), h, slopes))
             h = out.detach()
-            self._activations.append(_Activation(h, z.detach(), slopes))
         self.base_value = float(self._weights @ h.reshape(-1))
 
     def outputs(self, x: np.ndarray) -> np.ndarray:
@@ -114,55 +116,70 @@ class DeepLift:
         with torch.no_grad():
             h = torch.from_numpy(_float64_rows(x, self.n_inputs))
             for step in self._steps:
-                h = torch.addmm(step.bias, h, step.weight.T) if isinstance(step, nn.Linear) else step(h)
+                h = step(h)
         return h.reshape(-1).numpy()
 
     def values(self, x: np.ndarray) -> np.ndarray:
-        """SHAP values ``(N, D)``: ``values.sum(1) + base_value`` equals :meth:`outputs` up to rounding."""
+        """SHAP values ``(N, D)``: ``values.sum(1) + base_value`` equals :meth:`outputs` up to rounding.
+
+        Torch rather than numpy for the products: it keeps to the caller's ``torch.set_num_threads``, where
+        numpy's BLAS would start threads of its own on a busy machine.
+        """
         with torch.no_grad():
             inputs = torch.from_numpy(_float64_rows(x, self.n_inputs))
             multipliers = []
             h = inputs
-            activations = iter(self._activations)
+            references = iter(self._references)
             for step in self._steps:
-                if isinstance(step, nn.Linear):
-                    h = torch.addmm(step.bias, h, step.weight.T)
+                if isinstance(step, _Linear):
+                    h = step(h)
                     continue
-                reference = next(activations)
+                reference = next(references)
                 out = step(h)
-                delta_in = h[:, None, :] - reference.inputs[None]
-                delta_out = out[:, None, :] - reference.outputs[None]
-                rescale = torch.where(delta_in.abs() < SLOPE_EPSILON, reference.slopes[None], delta_out / delta_in)
-                multipliers.append(rescale)
+                delta_in = h[:, None, :] - reference.inputs
+                delta_out = out[:, None, :] - reference.outputs
+                multipliers.append(torch.where(delta_in.abs() < SLOPE_EPSILON, reference.slopes, delta_out / delta_in))
                 h = out
-            gradient = self._steps[-1].weight.reshape(1, 1, -1)
+            pairs = len(inputs) * len(self._rows)
+            gradient = self._steps[-1].weight  # (1, H), then (pairs, H) from the first activation on
             for step in reversed(self._steps[:-1]):
-                gradient = gradient @ step.weight if isinstance(step, nn.Linear) else gradient * multipliers.pop()
-            delta = inputs[:, None, :] - self._rows[None]
-            return torch.einsum("nbd,nbd,b->nd", gradient, delta, self._weights).numpy()
+                if isinstance(step, _Linear):
+                    gradient = gradient @ step.weight  # one 2-D product over all (row, background row) pairs
+                else:
+                    gradient = gradient * multipliers.pop().reshape(pairs, -1)
+            gradient = gradient.expand(pairs, -1).reshape(len(inputs), len(self._rows), -1)
+            return (self._weights @ (gradient * (inputs[:, None, :] - self._rows))).numpy()  # (B,) @ (N, B, D)
 
 
-def _steps(network: nn.Module) -> list[nn.Module]:
-    """Float64 CPU copies of the network's Linear layers and its activations, identities dropped."""
+@dataclass(frozen=True)
+class _Linear:
+    """A float64 copy of an ``nn.Linear``'s parameters."""
+
+    weight: torch.Tensor  # (out, in)
+    bias: torch.Tensor  # (out,)
+
+    def __call__(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.addmm(self.bias, h, self.weight.T)
+
+
+def _steps(network: nn.Module) -> list[_Linear | nn.Module]:
+    """Float64 copies of the network's Linear layers and its activations, identities dropped."""
     if not isinstance(network, nn.Sequential):
         raise ExplainError(f"network must be an nn.Sequential of Linear layers and activations, got {type(network).__name__}")
-    steps: list[nn.Module] = []
+    steps: list[_Linear | nn.Module] = []
     for index, module in enumerate(network):
         if isinstance(module, nn.Linear):
-            linear = nn.Linear(module.in_features, module.out_features, bias=True, dtype=torch.float64)
-            with torch.no_grad():
-                linear.weight.copy_(module.weight.detach())
-                linear.bias.copy_(module.bias.detach() if module.bias is not None else torch.zeros(module.out_features))
-            linear.requires_grad_(False)
-            steps.append(linear)
+            weight = module.weight.detach().to("cpu", torch.float64, copy=True)
+            bias = torch.zeros(len(weight), dtype=torch.float64) if module.bias is None else module.bias.detach().to("cpu", torch.float64, copy=True)
+            steps.append(_Linear(weight, bias))
         elif isinstance(module, ELEMENTWISE):
-            activation = copy.deepcopy(module)
+            activation = copy.deepcopy(module).to("cpu")
             if getattr(activation, "inplace", False):
                 activation.inplace = False
             steps.append(activation)
         elif not isinstance(module, PASSTHROUGH):
             raise ExplainError(f"layer {index} ({type(module).__name__}) is not a Linear layer or a supported activation")
-    if not steps or not isinstance(steps[0], nn.Linear) or not isinstance(steps[-1], nn.Linear):
+    if not steps or not isinstance(steps[0], _Linear) or not isinstance(steps[-1], _Linear):
         raise ExplainError("network must start and end with a Linear layer")
     return steps
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -140,6 +140,18 @@ class Explanation:
         label = self.labels[index] if self.labels else reason_label(name, raw)
         return Reason(feature=name, label=label, value=raw, contribution=float(self.values[index]))
 
+    def records(self, top: int | None = None) -> list[dict[str, Any]]:
+        """``reasons`` as plain dicts, the fields of an Avro ``Reason``; quicker than ``dataclasses.asdict``.
+
+        >>> Explanation(values=np.array([1.0]), base_value=0.0, output=1.0, feature_names=("amount",),
+        ...             data=np.array([5.0])).records()
+        [{'feature': 'amount', 'label': 'amount = 5', 'value': 5.0, 'contribution': 1.0}]
+        """
+        return [
+            {"feature": reason.feature, "label": reason.label, "value": reason.value, "contribution": reason.contribution}
+            for reason in self.reasons(top)
+        ]
+
     def to_dict(self, top: int | None = None) -> dict[str, Any]:
         """Plain JSON-ready fields for an alert or an audit row, reasons ordered as in ``reasons``.
 
@@ -153,7 +165,7 @@ class Explanation:
             "output": self.output,
             "probability": self.probability,
             "additivity_gap": self.additivity_gap,
-            "reasons": [asdict(reason) for reason in self.reasons(top)],
+            "reasons": self.records(top),
         }
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, MutableMapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -180,7 +180,7 @@ class Scorer:
             if row in explanations:
                 explanation = explanations[row]
                 if explanation is not None:
-                    reasons = [asdict(reason) for reason in explanation.reasons()]
+                    reasons = explanation.records()
                     decision.update(base_value=explanation.base_value, additivity_gap=explanation.additivity_gap, reasons=reasons)
                 batch.alerts.append(
                     {
