@@ -125,8 +125,11 @@ class DeepLift:
         Torch rather than numpy for the products: it keeps to the caller's ``torch.set_num_threads``, where
         numpy's BLAS would start threads of its own on a busy machine.
         """
+        rows = _float64_rows(x, self.n_inputs)
+        if not len(rows):
+            return np.zeros((0, self.n_inputs))
         with torch.no_grad():
-            inputs = torch.from_numpy(_float64_rows(x, self.n_inputs))
+            inputs = torch.from_numpy(rows)
             multipliers = []
             h = inputs
             references = iter(self._references)
