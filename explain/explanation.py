@@ -125,32 +125,30 @@ class Explanation:
         return odds / (1.0 + odds)
 
     def reasons(self, top: int | None = None) -> list[Reason]:
-        """Features by the size of their contribution, largest first (ties keep model order).
+        """Reasons by the size of their contribution, largest first (ties keep model order).
 
         Pass ``top`` to keep only the first few, as an alert does.
         """
-        if top is not None and top < 0:
-            raise ExplainError(f"top must be at least 0, got {top}")
-        order = np.argsort(-np.abs(self.values), kind="stable")[:top]
-        return [self._reason(index) for index in order.tolist()]
-
-    def _reason(self, index: int) -> Reason:
-        name, value = self.feature_names[index], float(self.data[index])
-        raw = None if math.isnan(value) else value
-        label = self.labels[index] if self.labels else reason_label(name, raw)
-        return Reason(feature=name, label=label, value=raw, contribution=float(self.values[index]))
+        return [Reason(**record) for record in self.records(top)]
 
     def records(self, top: int | None = None) -> list[dict[str, Any]]:
-        """``reasons`` as plain dicts, the fields of an Avro ``Reason``; quicker than ``dataclasses.asdict``.
+        """``reasons`` as plain dicts, the fields of an Avro ``Reason``: what alerts and audit rows carry.
 
         >>> Explanation(values=np.array([1.0]), base_value=0.0, output=1.0, feature_names=("amount",),
         ...             data=np.array([5.0])).records()
         [{'feature': 'amount', 'label': 'amount = 5', 'value': 5.0, 'contribution': 1.0}]
         """
-        return [
-            {"feature": reason.feature, "label": reason.label, "value": reason.value, "contribution": reason.contribution}
-            for reason in self.reasons(top)
-        ]
+        if top is not None and top < 0:
+            raise ExplainError(f"top must be at least 0, got {top}")
+        order = np.argsort(-np.abs(self.values), kind="stable")[:top].tolist()
+        values, data = self.values.tolist(), self.data.tolist()
+        records = []
+        for index in order:
+            name, value = self.feature_names[index], data[index]
+            raw = None if math.isnan(value) else value
+            label = self.labels[index] if self.labels else reason_label(name, raw)
+            records.append({"feature": name, "label": label, "value": raw, "contribution": values[index]})
+        return records
 
     def to_dict(self, top: int | None = None) -> dict[str, Any]:
         """Plain JSON-ready fields for an alert or an audit row, reasons ordered as in ``reasons``.
