@@ -75,6 +75,7 @@ DECISION_COLUMNS: tuple[Column, ...] = (
     Column("features", "MAP(VARCHAR, DOUBLE)", pa.map_(pa.string(), pa.float64()), required=False),
     Column("base_value", "DOUBLE", pa.float64(), required=False),
     Column("additivity_gap", "DOUBLE", pa.float64(), required=False),
+    Column("explanation_flagged", "BOOLEAN", pa.bool_(), required=False),
 )
 REASON_COLUMNS: tuple[Column, ...] = (
     Column("tx_id", "VARCHAR", pa.string()),
@@ -232,9 +233,11 @@ def view_statements(root: str | Path) -> list[str]:
     """``CREATE VIEW`` statements over the segments of the store at ``root`` (absolute, so the views move nowhere).
 
     ``decisions_labelled`` joins each decision to its latest label (by ``reported_at``, then arrival).
+    ``explanation_drift`` gives, per day (of the transaction's event time) and reason, how many of the day's
+    alerts that reason leads (rank 1, the largest |contribution|) and their share of the day's alerts.
 
-    >>> [s.split(" AS ")[0] for s in view_statements("/data/audit")][-2:]
-    ['CREATE OR REPLACE VIEW alerts', 'CREATE OR REPLACE VIEW decisions_labelled']
+    >>> [s.split(" AS ")[0] for s in view_statements("/data/audit")][-3:]
+    ['CREATE OR REPLACE VIEW alerts', 'CREATE OR REPLACE VIEW decisions_labelled', 'CREATE OR REPLACE VIEW explanation_drift']
     """
     base = Path(root).absolute() / SEGMENTS_DIR
     statements = [
@@ -250,5 +253,14 @@ def view_statements(root: str | Path) -> list[str]:
         "SELECT * FROM labels QUALIFY row_number() OVER "
         "(PARTITION BY tx_id ORDER BY reported_at DESC, received_at DESC, seq DESC) = 1"
         ") AS l ON l.tx_id = d.tx_id"
+    )
+    statements.append(
+        "CREATE OR REPLACE VIEW explanation_drift AS "
+        "SELECT CAST(a.event_time AS DATE) AS day, r.feature AS reason, count(*) AS alerts_led, "
+        "any_value(daily.alerts) AS alerts, count(*) / any_value(daily.alerts) AS share "
+        "FROM alerts AS a JOIN reasons AS r ON r.tx_id = a.tx_id AND r.rank = 1 "
+        "JOIN (SELECT CAST(event_time AS DATE) AS day, count(*) AS alerts FROM alerts GROUP BY ALL) AS daily "
+        "ON daily.day = CAST(a.event_time AS DATE) "
+        "GROUP BY ALL ORDER BY day, share DESC, reason"
     )
     return statements

@@ -1,12 +1,15 @@
-"""SHAP reasons for alerts: which features pushed a transaction's score up, in the model's log-odds.
+"""SHAP reasons for alerts: which inputs pushed a transaction's score up, in the model's log-odds.
 
-Build one ``Explainer`` per model (``Explainer.for_artifact``), then call ``explain`` with the rows of
-a batch that raised alerts. Each ``Explanation`` holds the values, the base value, the logit it
-explains, the raw feature values and its additivity gap; ``reasons(top=...)`` gives the sentences an
-analyst reads, and ``check_additivity`` flags explanations that do not add up to their score.
+Build one ``Explainer`` per model: the head network, its input names, the groups of inputs that form one
+reason, and a weighted background (``summarise``). Then call ``explain`` with the head inputs of a batch's
+alerts. Each ``Explanation`` holds the values, the base value, the logit it explains, the raw feature values
+and its additivity gap; ``reasons(top=...)`` gives the sentences an analyst reads, and ``check_additivity``
+flags explanations that do not add up to their score. ``DeepLift`` computes the values in closed form.
 """
 
+from explain.background import summarise
 from explain.deep import DEFAULT_TEMPLATES, ExplainableArtifact, Explainer
+from explain.deeplift import Background, DeepLift
 from explain.exceptions import ExplainError
 from explain.explanation import (
     DEFAULT_TOLERANCE,
@@ -20,6 +23,8 @@ from explain.explanation import (
 __all__ = [
     "DEFAULT_TEMPLATES",
     "DEFAULT_TOLERANCE",
+    "Background",
+    "DeepLift",
     "ExplainError",
     "ExplainableArtifact",
     "Explainer",
@@ -28,4 +33,5 @@ __all__ = [
     "Reason",
     "check_additivity",
     "reason_label",
+    "summarise",
 ]

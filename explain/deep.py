@@ -1,40 +1,31 @@
-"""Exact SHAP values for a Linear/ReLU scoring network, in log-odds, with shap's DeepExplainer.
+"""Named reasons for alerts: exact SHAP values of the model's MLP head, in log-odds, summed into reasons.
 
-DeepLIFT's rescale rule is exact for such a network: a row's values add up to its logit minus the mean
-logit over the background rows. The explainer hooks a private float64 copy of the network, so the gap
-stays near 1e-14 (a float32 copy left gaps up to ~4e-5 on a confident model, too close to the 1e-4
-tolerance), and the caller's network is never hooked, converted or switched to eval mode.
-
-Values are computed on scaled inputs, as the network sees them; a fixed per-feature transform does not
-change which feature gets which share, so each reason reports the feature's raw value.
+The explained function is the head, a Linear/activation stack over the head's inputs (the scaled features,
+and later the learned summary of the card's recent sequence). Its SHAP values come in closed form
+(:class:`explain.deeplift.DeepLift`, the numbers ``shap.DeepExplainer`` gives), so they add up to the logit
+minus the background's mean logit up to rounding. Several input columns may form one reason (``groups``): the
+summary's columns are one "recent spending pattern", not a list of anonymous numbers. A fixed per-feature
+transform before the head does not change which feature gets which share, so each reason reports the
+feature's raw value.
 """
 
 from __future__ import annotations
 
-import copy
-import logging
-import threading
-import warnings
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Protocol
 
 import numpy as np
-import torch
 from torch import nn
 
+from explain.background import summarise
+from explain.deeplift import Background, DeepLift
 from explain.exceptions import ExplainError
-from explain.explanation import DEFAULT_TOLERANCE, Explanation, check_additivity, reason_label
+from explain.explanation import DEFAULT_TOLERANCE, Explanation, reason_label
 from models.features import FEATURES
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_TEMPLATES: Mapping[str, str] = MappingProxyType({feature.name: feature.reason for feature in FEATURES})
 """Reason templates of the model's features, used when an explainer is given none."""
-
-PROBE_ROWS = 8
-"""Background rows explained when an explainer is built, to refuse a network that cannot add up."""
 
 
 class ExplainableArtifact(Protocol):
@@ -47,70 +38,75 @@ class ExplainableArtifact(Protocol):
     def input_names(self) -> Sequence[str]: ...
 
     @property
+    def input_groups(self) -> Mapping[str, Sequence[int]]: ...
+
+    @property
     def background(self) -> Any: ...
 
     def head_inputs(self, inputs: Any) -> np.ndarray: ...
 
 
 class Explainer:
-    """Explains a batch of scored rows in one shap call; built once per model, reused for every alert.
+    """Explains a batch of scored rows in one call; built once per model, reused for every alert.
 
     Parameters
     ----------
     network
-        A module of Linear/ReLU layers mapping scaled rows (N, F) to logits (N, 1). In-place
-        activations are switched off in the private copy; functional activations (``F.relu`` in
-        ``forward``) or layers shap does not support make the build fail with ``ExplainError``.
-    background_scaled
-        Reference rows (scaled), typically up to 200; the base value is their mean logit.
-    feature_names
-        The F feature names, in model order.
+        The head: an ``nn.Sequential`` of Linear layers and elementwise activations mapping its inputs
+        ``(N, D)`` to logits ``(N, 1)``. Its weights are copied; the module itself is never touched.
+    background
+        Weighted reference rows in the head's input space (see :func:`explain.background.summarise`);
+        the base value is their weighted mean logit.
+    input_names
+        The D head input names, in order.
+    groups
+        Reason name → head input columns explained together as that one reason (e.g. the sequence
+        summary's columns). A group has no single raw value; its label is its template, or its name with
+        spaces. Every other column is a reason of its own.
     reason_templates
-        A ``{value}`` template per feature name; features without one read ``"<name> = <value>"``.
+        A ``{value}`` template per reason name; features without one read ``"<name> = <value>"``.
         Defaults to the templates in ``models.features``.
     tolerance
-        The additivity gap above which an explanation is logged as failing.
+        The additivity gap above which a caller should flag an explanation (``check_additivity``).
 
-    Calls are serialised by a lock: shap keeps per-call state on the hooked copy.
+    Explaining keeps no state between calls, so one explainer may serve several threads.
 
-    >>> network = nn.Sequential(nn.Linear(2, 1))
+    >>> import torch
+    >>> network = nn.Sequential(nn.Linear(3, 1))
     >>> with torch.no_grad():
-    ...     _ = network[0].weight.copy_(torch.tensor([[2.0, -1.0]])), network[0].bias.fill_(0.5)
-    >>> explainer = Explainer(network, np.array([[0.0, 0.0], [1.0, 1.0]]), ["amount", "is_night"])
-    >>> [explanation] = explainer.explain(np.array([[42.0, 0.0]]), np.array([[1.0, 0.0]]))
-    >>> explanation.values.tolist(), explanation.base_value, explanation.output
-    ([1.0, 0.5], 1.0, 2.5)
-    >>> explanation.reasons(top=1)[0].label
-    'amount is 42.00'
+    ...     _ = network[0].weight.copy_(torch.tensor([[2.0, -1.0, 0.5]])), network[0].bias.fill_(0.5)
+    >>> explainer = Explainer(network, Background.uniform(np.zeros((1, 3))), ["amount", "s_0", "s_1"],
+    ...                       groups={"recent_spending_pattern": [1, 2]})
+    >>> [explanation] = explainer.explain(np.array([[1.0, 1.0, 4.0]]), data=np.array([[42.0]]))
+    >>> [(reason.feature, reason.value, reason.contribution) for reason in explanation.reasons()]
+    [('amount', 42.0, 2.0), ('recent_spending_pattern', None, 1.0)]
+    >>> explanation.reasons()[1].label, explanation.additivity_gap
+    ('recent spending pattern', 0.0)
     """
 
     def __init__(
         self,
         network: nn.Module,
-        background_scaled: np.ndarray,
-        feature_names: Sequence[str],
+        background: Background,
+        input_names: Sequence[str],
+        groups: Mapping[str, Sequence[int]] | None = None,
         reason_templates: Mapping[str, str] | None = None,
         tolerance: float = DEFAULT_TOLERANCE,
     ) -> None:
-        # shap takes seconds to import: only processes that build an explainer pay for it.
-        import shap
-
-        self.feature_names: tuple[str, ...] = tuple(feature_names)
+        self.input_names: tuple[str, ...] = tuple(input_names)
         self.tolerance = float(tolerance)
+        self._deeplift = DeepLift(network, background)
+        if self._deeplift.n_inputs != len(self.input_names):
+            raise ExplainError(f"network takes {self._deeplift.n_inputs} inputs but {len(self.input_names)} names were given")
+        self.reason_names, self._reason_of_input = _reasons(self.input_names, groups or {})
+        self._grouped = frozenset(groups or {})
+        self._ungrouped = np.array([name not in self._grouped for name in self.reason_names])
+        self._sum = np.zeros((len(self.input_names), len(self.reason_names)))
+        self._sum[np.arange(len(self.input_names)), self._reason_of_input] = 1.0
         templates = DEFAULT_TEMPLATES if reason_templates is None else reason_templates
-        self._templates = {name: templates[name] for name in self.feature_names if name in templates}
+        self._templates = {name: templates[name] for name in self.reason_names if name in templates}
         _check_templates(self._templates)
-        background = self._rows(background_scaled, "background_scaled")
-        if not len(background):
-            raise ExplainError("background_scaled has no rows")
-        self._lock = threading.Lock()
-        with _autograd():
-            self._network = _private_copy(network)
-            reference = torch.from_numpy(background)
-            _check_output(self._network, reference)
-            self._deep = shap.DeepExplainer(self._network, reference)
-        self.base_value = float(np.asarray(self._deep.expected_value).reshape(-1)[0])
-        self._probe(background[:PROBE_ROWS])
+        self.base_value = self._deeplift.base_value
 
     @classmethod
     def for_artifact(
@@ -119,126 +115,94 @@ class Explainer:
         tolerance: float = DEFAULT_TOLERANCE,
         reason_templates: Mapping[str, str] | None = None,
     ) -> Explainer:
-        """An explainer of the artifact's head, over its background transactions turned into head inputs."""
-        background = artifact.head_inputs(artifact.background)
-        return cls(artifact.head, background, artifact.input_names, reason_templates, tolerance)
+        """An explainer of the artifact's head, its inputs grouped as the artifact says.
 
-    def explain(self, x_raw: np.ndarray, x_scaled: np.ndarray, logits: np.ndarray | None = None) -> list[Explanation]:
-        """One explanation per row; a single row may be given as shape (F,).
-
-        ``logits`` are the scores the model gave (shape (N,) or (N, 1)); when absent, the float64 copy
-        computes them. Rows whose gap exceeds the tolerance are logged, never dropped or raised on.
+        The background transactions chosen at training time are turned into head inputs, then summarised.
         """
-        raw = self._rows(x_raw, "x_raw")
-        scaled = self._rows(x_scaled, "x_scaled")
-        if len(raw) != len(scaled):
-            raise ExplainError(f"x_raw has {len(raw)} rows but x_scaled has {len(scaled)}")
-        if logits is not None:
-            logits = np.asarray(logits, dtype=np.float64).reshape(-1)
-            if len(logits) != len(scaled):
-                raise ExplainError(f"got {len(logits)} logits for {len(scaled)} rows")
-        explanations = self._explanations(raw, scaled, logits)
-        failed = check_additivity(explanations, self.tolerance)
-        if failed:
-            worst = max(explanations[index].additivity_gap for index in failed)
-            logger.warning("%d of %d explanations exceed the additivity tolerance %g (largest gap %g)",
-                           len(failed), len(explanations), self.tolerance, worst)
-        return explanations
+        background = summarise(artifact.head_inputs(artifact.background))
+        return cls(artifact.head, background, artifact.input_names, artifact.input_groups, reason_templates, tolerance)
 
-    def _explanations(self, raw: np.ndarray, scaled: np.ndarray, logits: np.ndarray | None) -> list[Explanation]:
-        if not len(scaled):
-            return []
-        inputs = torch.from_numpy(scaled)
-        with self._lock, _autograd():
-            try:
-                values = self._deep.shap_values(inputs, check_additivity=False)
-            except Exception as error:
-                raise ExplainError(f"shap could not explain a batch of {len(scaled)} rows") from error
-            if logits is None:
-                with torch.no_grad():
-                    logits = self._network(inputs).numpy().reshape(-1)
-        values = np.asarray(values, dtype=np.float64).reshape(scaled.shape)
+    @property
+    def n_data(self) -> int:
+        """Columns of ``data`` that :meth:`explain` expects: one raw value per ungrouped input."""
+        return int(self._ungrouped.sum())
+
+    def explain(self, inputs: np.ndarray, data: np.ndarray, logits: np.ndarray | None = None) -> list[Explanation]:
+        """One explanation per row of head inputs ``(N, D)``; a single row may be given as shape ``(D,)``.
+
+        ``data`` holds each row's raw values of the ungrouped inputs ``(N, n_data)``, in input order: what
+        the reasons report (for a head over features then a summary, the raw feature rows). ``logits`` are
+        the scores the model gave (shape ``(N,)`` or ``(N, 1)``); when absent, the float64 copy computes them.
+        An explanation that does not add up keeps its gap (``check_additivity`` finds it); nothing is dropped.
+        """
+        values = self._deeplift.values(inputs)
+        raw = _rows(data, self.n_data, "data")
+        if len(raw) != len(values):
+            raise ExplainError(f"data has {len(raw)} rows but inputs have {len(values)}")
+        if logits is None:
+            outputs = self._deeplift.outputs(inputs)
+        else:
+            outputs = np.asarray(logits, dtype=np.float64).reshape(-1)
+            if len(outputs) != len(values):
+                raise ExplainError(f"got {len(outputs)} logits for {len(values)} rows")
+        reason_values = values @ self._sum
+        reason_data = np.full(reason_values.shape, np.nan)
+        reason_data[:, self._ungrouped] = raw
         return [
             Explanation(
-                values=values[row],
+                values=reason_values[row],
                 base_value=self.base_value,
-                output=float(logits[row]),
-                feature_names=self.feature_names,
-                data=raw[row],
-                labels=self._labels(raw[row]),
+                output=float(outputs[row]),
+                feature_names=self.reason_names,
+                data=reason_data[row],
+                labels=self._labels(reason_data[row]),
             )
-            for row in range(len(scaled))
+            for row in range(len(values))
         ]
 
-    def _labels(self, raw_row: np.ndarray) -> tuple[str, ...]:
+    def _labels(self, data_row: np.ndarray) -> tuple[str, ...]:
         return tuple(
-            reason_label(name, value, self._templates.get(name))
-            for name, value in zip(self.feature_names, raw_row.tolist())
+            reason_label(name, None if name in self._grouped else value, self._templates.get(name))
+            for name, value in zip(self.reason_names, data_row.tolist())
         )
 
-    def _rows(self, array: Any, name: str) -> np.ndarray:
-        """Inputs as a C-contiguous float64 (N, F) array, the layout torch.from_numpy shares without copying."""
-        try:
-            rows = np.ascontiguousarray(array, dtype=np.float64)
-        except (TypeError, ValueError) as error:
-            raise ExplainError(f"{name} is not numeric") from error
-        if rows.ndim == 1:
-            rows = rows.reshape(1, -1)
-        if rows.ndim != 2 or rows.shape[1] != len(self.feature_names):
-            raise ExplainError(f"{name} has shape {np.shape(array)}, expected (N, {len(self.feature_names)})")
-        return rows
 
-    def _probe(self, rows: np.ndarray) -> None:
-        """Refuse a network whose explanations do not add up, before it explains a real alert."""
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            probe = self._explanations(rows, rows, None)
-        failed = check_additivity(probe, self.tolerance)
-        if failed:
-            said = "; ".join(sorted({str(warning.message) for warning in caught})) or "no warning"
-            worst = max(probe[index].additivity_gap for index in failed)
-            raise ExplainError(
-                f"network is not exactly explainable: gap {worst:g} > {self.tolerance:g} on background rows "
-                f"(use nn.Linear/nn.ReLU modules, not functional activations; shap said: {said})"
-            )
-
-
-@contextmanager
-def _autograd() -> Iterator[None]:
-    """shap needs gradients even when the caller scores under ``no_grad`` or ``inference_mode``."""
-    with torch.inference_mode(False), torch.enable_grad():
-        yield
+def _reasons(input_names: tuple[str, ...], groups: Mapping[str, Sequence[int]]) -> tuple[tuple[str, ...], np.ndarray]:
+    """Reason names (each group where its first column is) and the reason index of every input column."""
+    if len(set(input_names)) != len(input_names):
+        raise ExplainError("input names must be unique")
+    group_of: dict[int, str] = {}
+    for name, columns in groups.items():
+        if not columns:
+            raise ExplainError(f"group {name!r} has no columns")
+        for column in columns:
+            if not 0 <= column < len(input_names):
+                raise ExplainError(f"group {name!r} names column {column}, the network has {len(input_names)} inputs")
+            if column in group_of:
+                raise ExplainError(f"column {column} is in both {group_of[column]!r} and {name!r}")
+            group_of[column] = name
+    ungrouped = {input_names[column] for column in range(len(input_names)) if column not in group_of}
+    if ungrouped & set(groups):
+        raise ExplainError(f"group names {sorted(ungrouped & set(groups))} are also names of ungrouped inputs")
+    names: list[str] = []
+    index: list[int] = []
+    for column, input_name in enumerate(input_names):
+        name = group_of.get(column, input_name)
+        if name not in names:
+            names.append(name)
+        index.append(names.index(name))
+    return tuple(names), np.array(index)
 
 
-def _private_copy(network: nn.Module) -> nn.Module:
-    """A float64 CPU copy in eval mode, weights frozen, in-place activations off: the only module shap hooks.
-
-    The CPU suffices: each row is one pass over at most a few hundred background rows, too small for a
-    GPU to pay for its transfers, and float64 is slow on most GPUs.
-    """
-    if not isinstance(network, nn.Module):
-        raise ExplainError(f"network must be a torch.nn.Module, got {type(network).__name__}")
+def _rows(array: np.ndarray, columns: int, name: str) -> np.ndarray:
     try:
-        copied = copy.deepcopy(network)
-    except Exception as error:
-        raise ExplainError("network cannot be copied for explaining") from error
-    copied = copied.to(device="cpu", dtype=torch.float64).eval()
-    for parameter in copied.parameters():
-        parameter.requires_grad_(False)
-    for module in copied.modules():
-        if getattr(module, "inplace", False):
-            module.inplace = False
-    return copied
-
-
-def _check_output(network: nn.Module, reference: torch.Tensor) -> None:
-    try:
-        with torch.no_grad():
-            output = network(reference)
-    except Exception as error:
-        raise ExplainError(f"network cannot score background rows of shape {tuple(reference.shape)}") from error
-    if output.shape != (len(reference), 1):
-        raise ExplainError(f"network must map (N, F) rows to (N, 1) logits, got {tuple(output.shape)}")
+        rows = np.asarray(array, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ExplainError(f"{name} is not numeric") from error
+    rows = rows.reshape(1, -1) if rows.ndim == 1 else rows
+    if rows.ndim != 2 or rows.shape[1] != columns:
+        raise ExplainError(f"{name} has shape {np.shape(array)}, expected (N, {columns})")
+    return rows
 
 
 def _check_templates(templates: Mapping[str, str]) -> None:
@@ -250,4 +214,4 @@ def _check_templates(templates: Mapping[str, str]) -> None:
             raise ExplainError(f"reason template for {name!r} cannot be filled with a value: {template!r}") from error
 
 
-__all__ = ["DEFAULT_TEMPLATES", "PROBE_ROWS", "ExplainableArtifact", "Explainer"]
+__all__ = ["DEFAULT_TEMPLATES", "ExplainableArtifact", "Explainer"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -22,14 +22,20 @@ DEFAULT_TOLERANCE = 1e-4
 """Largest additivity gap, in log-odds, an explanation may have before it is flagged."""
 
 
-def reason_label(feature: str, value: float, template: str | None = None) -> str:
-    """The sentence an analyst reads for one feature: its template filled with the raw value.
+def reason_label(feature: str, value: float | None, template: str | None = None) -> str:
+    """The sentence an analyst reads for one reason: its template filled with the raw value.
+
+    A group of learned inputs has no single value (``None``): its template is its label as written.
 
     >>> reason_label("amount", 42.0, "amount is {value:.2f}")
     'amount is 42.00'
     >>> reason_label("merchant_score", 0.25)
     'merchant_score = 0.25'
+    >>> reason_label("recent_spending_pattern", None)
+    'recent spending pattern'
     """
+    if value is None:
+        return template if template is not None else feature.replace("_", " ")
     if template is None:
         return f"{feature} = {value:g}"
     return template.format(value=value)
@@ -37,11 +43,14 @@ def reason_label(feature: str, value: float, template: str | None = None) -> str
 
 @dataclass(frozen=True)
 class Reason:
-    """One feature's share of a score; a positive contribution pushes the score towards fraud."""
+    """One reason's share of a score; a positive contribution pushes the score towards fraud.
+
+    ``value`` is the feature's raw value, None for a group of learned inputs (or a missing value).
+    """
 
     feature: str
     label: str
-    value: float
+    value: float | None
     contribution: float
 
 
@@ -52,17 +61,17 @@ class Explanation:
     Parameters
     ----------
     values
-        Each feature's contribution to the logit, shape (F,).
+        Each reason's contribution to the logit, shape (F,).
     base_value
-        The mean logit over the background rows.
+        The weighted mean logit over the background rows.
     output
         The logit the model gave this row.
     feature_names
-        Names of the F features, in model order.
+        Names of the F reasons (features, or groups of learned inputs), in model order.
     data
-        The row's raw (unscaled) feature values, shape (F,).
+        The row's raw (unscaled) feature values, shape (F,); NaN for a group, which has no single value.
     labels
-        One sentence per feature, filled with its raw value; empty means ``"<name> = <value>"``.
+        One sentence per reason, filled with its raw value; empty means ``"<name> = <value>"``.
     space
         The unit of values, base value and output.
 
@@ -116,19 +125,30 @@ class Explanation:
         return odds / (1.0 + odds)
 
     def reasons(self, top: int | None = None) -> list[Reason]:
-        """Features by the size of their contribution, largest first (ties keep model order).
+        """Reasons by the size of their contribution, largest first (ties keep model order).
 
         Pass ``top`` to keep only the first few, as an alert does.
         """
+        return [Reason(**record) for record in self.records(top)]
+
+    def records(self, top: int | None = None) -> list[dict[str, Any]]:
+        """``reasons`` as plain dicts, the fields of an Avro ``Reason``: what alerts and audit rows carry.
+
+        >>> Explanation(values=np.array([1.0]), base_value=0.0, output=1.0, feature_names=("amount",),
+        ...             data=np.array([5.0])).records()
+        [{'feature': 'amount', 'label': 'amount = 5', 'value': 5.0, 'contribution': 1.0}]
+        """
         if top is not None and top < 0:
             raise ExplainError(f"top must be at least 0, got {top}")
-        order = np.argsort(-np.abs(self.values), kind="stable")[:top]
-        return [self._reason(index) for index in order.tolist()]
-
-    def _reason(self, index: int) -> Reason:
-        name, value = self.feature_names[index], float(self.data[index])
-        label = self.labels[index] if self.labels else reason_label(name, value)
-        return Reason(feature=name, label=label, value=value, contribution=float(self.values[index]))
+        order = np.argsort(-np.abs(self.values), kind="stable")[:top].tolist()
+        values, data = self.values.tolist(), self.data.tolist()
+        records = []
+        for index in order:
+            name, value = self.feature_names[index], data[index]
+            raw = None if math.isnan(value) else value
+            label = self.labels[index] if self.labels else reason_label(name, raw)
+            records.append({"feature": name, "label": label, "value": raw, "contribution": values[index]})
+        return records
 
     def to_dict(self, top: int | None = None) -> dict[str, Any]:
         """Plain JSON-ready fields for an alert or an audit row, reasons ordered as in ``reasons``.
@@ -143,7 +163,7 @@ class Explanation:
             "output": self.output,
             "probability": self.probability,
             "additivity_gap": self.additivity_gap,
-            "reasons": [asdict(reason) for reason in self.reasons(top)],
+            "reasons": self.records(top),
         }
 
 

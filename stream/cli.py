@@ -171,6 +171,40 @@ def sql(query: str, audit_dir: Path | None, output: str) -> None:
         click.echo(table.to_string(index=False, max_rows=200))
 
 
+@main.command("explain")
+@click.argument("tx_id", required=False)
+@click.option("--model", "version", default=None, help="Summarise this model version's alerts instead of one transaction.")
+@click.option("--days", default=30.0, show_default=True, help="With --model: days of decisions up to the model's latest one.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Waterfall PNG for TX_ID (default explain-TX_ID.png); folder for --model (default explain-VERSION).")
+@click.option("--audit-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Audit store (default: RISKSTREAM_AUDIT_DIR).")
+def explain_command(tx_id: str | None, version: str | None, days: float, out: Path | None, audit_dir: Path | None) -> None:
+    """Print an alert's full explanation and plot its waterfall, or a model's global summary (--model).
+
+    Reads the audit store only, so it is safe while the writer runs.
+    """
+    from audit import AuditError
+    from explain import ExplainError
+    from explain.report import alert_report, model_summary, plot_summary, plot_waterfall
+
+    if (tx_id is None) == (version is None):
+        raise click.UsageError("give either TX_ID or --model VERSION")
+    store = _settings(audit_dir=audit_dir).audit_dir
+    try:
+        if tx_id is not None:
+            report = alert_report(store, tx_id)
+            click.echo(report.text())
+            if not report.reasons.empty:
+                click.echo(f"waterfall → {plot_waterfall(report, out or Path(f'explain-{tx_id}.png'))}")
+        else:
+            summary = model_summary(store, version, days)  # type: ignore[arg-type]
+            click.echo(summary.text())
+            for path in plot_summary(summary, out or Path(f"explain-{version}")):
+                click.echo(f"plot → {path}")
+    except (AuditError, ExplainError) as error:
+        raise click.ClickException(str(error)) from error
+
+
 @main.command("audit-writer")
 def audit_writer() -> None:
     """Run the single audit writer: decisions and feedback into DuckDB."""

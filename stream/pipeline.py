@@ -16,13 +16,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, MutableMapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 from scipy.special import expit
 
-from explain import Explainer, check_additivity
+from explain import Explainer, Explanation, check_additivity
 from models.features import FEATURE_NAMES, SEQUENCE_LENGTH, SEQUENCE_STEP, CardState, TerminalState, card_step, feature_vector, terminal_step
 from models.network import ModelInputs
 from models.registry import ModelArtifact
@@ -166,17 +166,8 @@ class Scorer:
         logits = self.artifact.score_head(head_inputs)
         scores = expit(logits)
         alert_rows = np.flatnonzero(scores >= self.threshold)
-        explanations = {}
-        batch = ScoredBatch([], [])
-        if alert_rows.size:
-            summary = head_inputs[alert_rows, len(self.artifact.feature_names) :]
-            raw = np.concatenate([features[alert_rows], summary], axis=1)
-            explained = self.explainer.explain(raw, head_inputs[alert_rows], logits[alert_rows])
-            explanations = dict(zip(alert_rows.tolist(), explained))
-            for index in check_additivity(explained, self.tolerance):
-                batch.flagged += 1
-                row = int(alert_rows[index])
-                logger.warning("explanation gap %.3g above tolerance for tx %s", explained[index].additivity_gap, transactions[row]["tx_id"])
+        explanations, flagged = self._explain(transactions, alert_rows, features, head_inputs, logits)
+        batch = ScoredBatch([], [], flagged=len(flagged))
         for row, transaction in enumerate(transactions):
             decision = {
                 "tx_id": transaction["tx_id"],
@@ -193,23 +184,47 @@ class Scorer:
                 "features": dict(zip(self.artifact.feature_names, map(float, features[row]))),
                 "base_value": None,
                 "additivity_gap": None,
+                "explanation_flagged": row in flagged,
                 "reasons": [],
             }
-            explanation = explanations.get(row)
-            if explanation is not None:
-                reasons = [asdict(reason) for reason in explanation.reasons()]
-                decision.update(base_value=explanation.base_value, additivity_gap=explanation.additivity_gap, reasons=reasons)
+            if row in explanations:
+                explanation = explanations[row]
+                if explanation is not None:
+                    reasons = explanation.records()
+                    decision.update(base_value=explanation.base_value, additivity_gap=explanation.additivity_gap, reasons=reasons)
                 batch.alerts.append(
                     {
                         key: decision[key]
                         for key in ("tx_id", "event_time", "card_id", "terminal_id", "amount", "score",
                                     "score_logit", "threshold", "model_version", "decided_at", "base_value",
-                                    "additivity_gap")
+                                    "additivity_gap", "explanation_flagged")
                     }
-                    | {"explanation_space": explanation.space, "reasons": reasons[: self.top_reasons]}
+                    | {"explanation_space": "log-odds", "reasons": decision["reasons"][: self.top_reasons]}
                 )
             batch.decisions.append(decision)
         return batch
+
+    def _explain(
+        self, transactions: list[Record], rows: np.ndarray, features: np.ndarray, head_inputs: np.ndarray, logits: np.ndarray
+    ) -> tuple[dict[int, Explanation | None], set[int]]:
+        """Explanations of the alert rows (None where explaining failed) and the rows to flag.
+
+        A failing explainer or a gap above the tolerance flags the alert, which is still sent: the worker
+        keeps scoring, and the flag, a counter and a log line say the reasons cannot be trusted.
+        """
+        if not rows.size:
+            return {}, set()
+        try:
+            explained = self.explainer.explain(head_inputs[rows], features[rows], logits[rows])
+        except Exception:
+            logger.exception("explaining %d alert(s) failed; they are sent flagged, without reasons", rows.size)
+            return dict.fromkeys(rows.tolist()), set(rows.tolist())
+        flagged = set()
+        for index in check_additivity(explained, self.tolerance):
+            row = int(rows[index])
+            flagged.add(row)
+            logger.warning("explanation gap %.3g above tolerance %g for tx %s", explained[index].additivity_gap, self.tolerance, transactions[row]["tx_id"])
+        return dict(zip(rows.tolist(), explained)), flagged
 
 
 __all__ = [

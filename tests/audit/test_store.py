@@ -185,7 +185,7 @@ def test_readers_and_catalog_work_while_another_process_holds_the_writer(root: P
         assert rows(root, "SELECT count(*) FROM decisions") == [(2,)]
         with duckdb.connect(str(root / "catalog.duckdb"), read_only=True) as con:
             views = {name for (name,) in con.sql("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
-            assert views == {"decisions", "reasons", "labels", "alerts", "decisions_labelled"}
+            assert views == {"decisions", "reasons", "labels", "alerts", "decisions_labelled", "explanation_drift"}
             assert con.sql("SELECT tx_id FROM alerts").fetchall() == [("t1",)]
 
 

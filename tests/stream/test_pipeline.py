@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from explain import Explainer
-from models.features import DEFAULT_LABEL_DELAY_DAYS
+from models.features import DEFAULT_LABEL_DELAY_DAYS, FEATURE_NAMES
 from models.network import ModelInputs
 from models.replay import replay_features
 from models.train import TrainConfig, train_from_frame
@@ -102,17 +104,69 @@ def test_a_redelivered_batch_changes_no_state_and_gets_the_same_features(small_f
 class ShiftedExplainer(Explainer):
     """A deliberately broken explainer: every base value off by 0.01, so no explanation adds up."""
 
-    def explain(self, x_raw, x_scaled, logits=None):  # type: ignore[no-untyped-def]
-        return [dataclasses.replace(e, base_value=e.base_value + 0.01) for e in super().explain(x_raw, x_scaled, logits)]
+    def explain(self, inputs, data, logits=None):  # type: ignore[no-untyped-def]
+        return [dataclasses.replace(e, base_value=e.base_value + 0.01) for e in super().explain(inputs, data, logits)]
 
 
-def test_alerts_whose_reasons_do_not_add_up_are_flagged_and_still_sent(small_frame: pd.DataFrame) -> None:
+class FailingExplainer(Explainer):
+    """An explainer that fails outright, as a model it cannot handle would."""
+
+    def explain(self, inputs, data, logits=None):  # type: ignore[no-untyped-def]
+        raise RuntimeError("explainer exploded")
+
+
+@pytest.fixture(scope="module")
+def scored(small_frame: pd.DataFrame) -> tuple:
     frame = small_frame[small_frame["time"] < small_frame["time"].min() + 14 * 86_400].reset_index(drop=True)
     features = replay_features(frame)
     artifact = train_from_frame(frame, features, valid_days=3, config=TrainConfig(epochs=2))
     transactions = [transaction_record(row) for row in frame.head(40).to_dict("records")]
-    honest = Scorer(artifact, Explainer.for_artifact(artifact), threshold=0.0).score(transactions, features[:40])
-    broken = Scorer(artifact, ShiftedExplainer.for_artifact(artifact), threshold=0.0).score(transactions, features[:40])
+    return artifact, transactions, features[:40]
+
+
+def encoded_round_trip(batch) -> None:
+    """Every decision and alert is a valid Avro record of its schema."""
+    for name, records in (("Decision", batch.decisions), ("Alert", batch.alerts)):
+        codec = AvroCodec(name)
+        for record in records:
+            assert codec.decode(codec.encode(record))["tx_id"] == record["tx_id"]
+
+
+def test_alerts_whose_reasons_do_not_add_up_are_flagged_and_still_sent(scored) -> None:
+    artifact, transactions, features = scored
+    honest = Scorer(artifact, Explainer.for_artifact(artifact), threshold=0.0).score(transactions, features)
+    broken = Scorer(artifact, ShiftedExplainer.for_artifact(artifact), threshold=0.0).score(transactions, features)
     assert (honest.flagged, len(honest.alerts)) == (0, 40)
     assert (broken.flagged, len(broken.alerts)) == (40, 40)
-    assert all(alert["additivity_gap"] > 1e-4 for alert in broken.alerts)
+    assert all(alert["additivity_gap"] > 1e-4 and alert["explanation_flagged"] for alert in broken.alerts)
+    assert not any(alert["explanation_flagged"] for alert in honest.alerts)
+    # every feature is a reason of its own, and the sequence summary's columns are one more
+    assert all(len(alert["reasons"]) == 5 and len(decision["reasons"]) == len(FEATURE_NAMES) + 1
+               for alert, decision in zip(honest.alerts, honest.decisions))
+    assert all(sum(reason["feature"] == "recent_spending_pattern" for reason in decision["reasons"]) == 1
+               for decision in honest.decisions)
+    encoded_round_trip(honest)
+    encoded_round_trip(broken)
+
+
+def test_alerts_are_exactly_the_scores_at_or_above_the_threshold(scored) -> None:
+    artifact, transactions, features = scored
+    scores = artifact.predict_proba(features)
+    # a threshold a hair above one score: float32 rounding would put that score on the threshold
+    threshold = float(np.nextafter(np.sort(scores)[-3], 1.0))
+    batch = Scorer(artifact, Explainer.for_artifact(artifact), threshold=threshold).score(transactions, features)
+    assert [decision["score"] >= threshold for decision in batch.decisions] == [bool(s >= threshold) for s in scores]
+    assert {alert["tx_id"] for alert in batch.alerts} == {d["tx_id"] for d in batch.decisions if d["score"] >= threshold}
+    assert len(batch.alerts) == 2
+
+
+def test_a_failing_explainer_flags_its_alerts_and_the_batch_is_still_scored(scored, caplog) -> None:
+    artifact, transactions, features = scored
+    threshold = float(np.sort(artifact.predict_proba(features))[-4])
+    with caplog.at_level(logging.ERROR, logger="stream.pipeline"):
+        batch = Scorer(artifact, FailingExplainer.for_artifact(artifact), threshold=threshold).score(transactions, features)
+    assert (batch.flagged, len(batch.alerts), len(batch.decisions)) == (4, 4, 40)
+    assert all(alert["explanation_flagged"] and alert["reasons"] == [] and alert["base_value"] is None for alert in batch.alerts)
+    assert sum(decision["explanation_flagged"] for decision in batch.decisions) == 4
+    assert "explaining 4 alert(s) failed" in caplog.text and "explainer exploded" in caplog.text
+    encoded_round_trip(batch)
