@@ -69,7 +69,6 @@ def _terminal_window_features() -> list[Feature]:
 
 
 TERMINAL_BEHAVIOUR_FEATURES = (
-    Feature("terminal_tx_count_recent_1d", "terminal had {value:.0f} transactions in the last day"),
     Feature("terminal_known_frauds_28d", "terminal had {value:.0f} confirmed frauds in the last 28 days"),
     Feature("terminal_days_since_last_fraud", "{value:.1f} days since the terminal's latest confirmed fraud"),
     Feature("terminal_fraud_streak", "terminal's latest {value:.0f} confirmed transactions in a row were fraud"),
@@ -297,8 +296,12 @@ class TerminalState:
         self.pending: list[list[Any]] = pending if pending is not None else []
 
     def features(self, time: float, label_delay_days: float = DEFAULT_LABEL_DELAY_DAYS) -> list[float]:
-        """Count and confirmed-fraud share per window shifted back by the label delay, then recent activity
-        and how recently the terminal's known frauds happened."""
+        """Count and confirmed-fraud share per window shifted back by the label delay, then how many and how
+        recent the terminal's known frauds are.
+
+        Every value reads only transactions older than the label delay: the stream re-keys transactions by
+        terminal from many card partitions, so recent ones may be processed in any order, old ones not.
+        """
         hi = time - label_delay_days * DAY
         fraud_times = [label[0] for label in self.labels if label[3] and label[1] <= time] if self.labels else []
         values = []
@@ -308,13 +311,13 @@ class TerminalState:
             frauds = _count_in(fraud_times, lo, hi)
             values.append(float(count))
             values.append(frauds / count if count else 0.0)
+        known = bisect_right(fraud_times, hi)
         recent_frauds = _count_in(fraud_times, time - RECENT_FRAUD_DAYS * DAY, hi)
         streak, start = self._fraud_streak(fraud_times, hi)
         since_start = bisect_right(self.times, hi) - bisect_left(self.times, start) if streak else 0
         values += [
-            float(_count_in(self.times, time - DAY, time)),
             float(recent_frauds),
-            (time - fraud_times[-1]) / DAY if fraud_times else _NO_HISTORY_DAYS,
+            (time - fraud_times[known - 1]) / DAY if known else _NO_HISTORY_DAYS,
             float(streak),
             float(math.floor(time / DAY) - math.floor(start / DAY)) if streak else _NO_HISTORY_DAYS,
             streak / since_start if since_start else 0.0,

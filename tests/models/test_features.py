@@ -62,7 +62,6 @@ TERMINAL_EXPECTED = [
     5.0, 0.4,  # 30 days (-20, 10]: five transactions, two frauds; day 12 is after the delayed window
 ]
 TERMINAL_BEHAVIOUR_EXPECTED = [
-    0.0,  # no transaction in the last day (16, 17]
     2.0,  # the frauds of days 1 and 9 are known and within 28 days; day 12's label arrives on day 19
     8.0,  # days since the latest known fraud, day 9
     1.0,  # that fraud follows a genuine transaction (day 2.5): a streak of one
@@ -188,7 +187,16 @@ def test_a_run_of_known_frauds_reads_as_a_streak():
     assert values["terminal_days_since_streak_start"] == 11.0  # calendar days 1 to 12
     assert values["terminal_streak_share"] == 0.75  # three of the four transactions since day 1
     assert values["terminal_known_frauds_28d"] == 3.0 and values["terminal_days_since_last_fraud"] == 9.5
-    assert values["terminal_tx_count_recent_1d"] == 0.0
+
+
+def test_a_label_reported_early_waits_for_the_label_delay():
+    state = TerminalState()
+    terminal_step(state, 10 * DAY, "quick", 7)
+    state.label("quick", True, reported=11 * DAY)  # a chargeback within a day: known, but not yet usable
+    values = dict(zip(TERMINAL_COLUMNS, state.features(12 * DAY, 7)))
+    assert values["terminal_known_frauds_28d"] == 0.0 and values["terminal_fraud_streak"] == 0.0
+    assert values["terminal_days_since_last_fraud"] == 60.0  # reads as no known fraud
+    assert dict(zip(TERMINAL_COLUMNS, state.features(17 * DAY, 7)))["terminal_days_since_last_fraud"] == 7.0
 
 
 def test_a_label_is_used_only_once_its_feedback_has_arrived():
