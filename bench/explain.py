@@ -2,9 +2,9 @@
 
     python bench/explain.py [--repeats 15]
 
-Runs on one torch thread, as the worker does. The model is the serving architecture (the training default's
-hidden layers) with untrained weights: the cost of exact SHAP does not depend on what the weights learned.
-Rows are simulated transactions' features. "without explanations" is the same Scorer with the explaining step
+Runs on one torch thread, as the worker does. The model is the serving architecture (the behaviour model with
+the training defaults: a GRU summary of each card's recent sequence and an MLP head) with untrained weights: the
+cost of exact SHAP does not depend on what the weights learned. Rows are simulated transactions' model inputs. "without explanations" is the same Scorer with the explaining step
 skipped (its alerts carry no reasons); the two are timed alternately, batch after batch, and medians compared.
 """
 
@@ -22,23 +22,19 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from explain import Background, Explainer, summarise  # noqa: E402
+from explain import Explainer  # noqa: E402
 from models.dataset import normalize  # noqa: E402
-from models.features import FEATURE_NAMES  # noqa: E402
-from models.network import ModelArtifact, build_network, default_log_features, new_version  # noqa: E402
+from models.features import FEATURE_NAMES, SEQUENCE_STEP  # noqa: E402
+from models.network import BehaviourModel, ModelArtifact, ModelInputs, default_log_features, new_version  # noqa: E402
 from models.replay import replay_features  # noqa: E402
 from models.simulate import simulate  # noqa: E402
 from models.train import TrainConfig  # noqa: E402
 from stream.pipeline import Scorer  # noqa: E402
 
-SUMMARY_COLUMNS = 16
-"""Width of the learned sequence summary in the coming model's head, explained as one grouped reason."""
-
-
 class UnexplainedScorer(Scorer):
     """The same scoring, decisions and alerts, with the explaining step skipped: the baseline."""
 
-    def _explain(self, transactions, rows, features, scaled, logits):  # type: ignore[no-untyped-def]
+    def _explain(self, transactions, rows, features, head_inputs, logits):  # type: ignore[no-untyped-def]
         return dict.fromkeys(rows.tolist()), set()
 
 
@@ -51,50 +47,38 @@ def median_ms(work, repeats: int) -> float:  # type: ignore[no-untyped-def]
     return statistics.median(times) * 1000.0
 
 
-def artifact_and_rows() -> tuple[ModelArtifact, np.ndarray]:
+def artifact_and_rows() -> tuple[ModelArtifact, ModelInputs]:
     frame = normalize(simulate(n_customers=500, n_terminals=1000, n_days=30, seed=1))
     features = replay_features(frame)
     torch.manual_seed(0)
-    network = build_network(len(FEATURE_NAMES), TrainConfig().hidden).eval()
+    config = TrainConfig()
+    network = BehaviourModel(len(FEATURE_NAMES), config.hidden, len(SEQUENCE_STEP), config.summary_size).eval()
     rng = np.random.default_rng(0)
     artifact = ModelArtifact(new_version(network, datetime.now(timezone.utc)), FEATURE_NAMES, network,
                              np.zeros(len(FEATURE_NAMES)), np.ones(len(FEATURE_NAMES)),
                              features[rng.choice(len(features), 200, replace=False)], 0.5, 7.0,
                              log_features=default_log_features(FEATURE_NAMES))
-    transformed = artifact.transform(features)
+    transformed = artifact.transform(features.features)
     artifact.scaler_mean, artifact.scaler_scale = transformed.mean(axis=0), transformed.std(axis=0) + 1e-9
     return artifact, features
 
 
-def per_alert_costs(artifact: ModelArtifact, features: np.ndarray, repeats: int) -> list[tuple[str, float, float]]:
-    """(case, ms per alert in batches of 64, ms for one alert) for the current head and a grouped head."""
-    rows = features[:64]
-    scaled = artifact.scale(rows)
+def per_alert_costs(artifact: ModelArtifact, features: ModelInputs, repeats: int) -> tuple[float, float]:
+    """(ms per alert in batches of 64, ms for one alert) of the serving explainer."""
+    inputs, data = artifact.head_inputs(features[:64]), features.features[:64]
     explainer = Explainer.for_artifact(artifact)
-    cases = [("head over 15 features", explainer, scaled, rows)]
-    torch.manual_seed(1)
-    width = len(FEATURE_NAMES) + SUMMARY_COLUMNS
-    summary = np.tanh(np.random.default_rng(1).normal(size=(len(features), SUMMARY_COLUMNS)))
-    head_inputs = np.hstack([artifact.scale(features), summary])
-    names = (*FEATURE_NAMES, *(f"recent_spending_pattern_{index}" for index in range(SUMMARY_COLUMNS)))
-    groups = {"recent_spending_pattern": list(range(len(FEATURE_NAMES), width))}
-    grouped = Explainer(build_network(width, TrainConfig().hidden), summarise(head_inputs[-200:]), names, groups)
-    cases.append((f"head over 15 features + {SUMMARY_COLUMNS}-column group", grouped, head_inputs[:64], rows))
-    results = []
-    for name, case, inputs, data in cases:
-        batch = median_ms(lambda: case.explain(inputs, data), repeats) / len(inputs)
-        single = median_ms(lambda: case.explain(inputs[:1], data[:1]), repeats * 4)
-        results.append((name, batch, single))
-    return results
+    batch = median_ms(lambda: explainer.explain(inputs, data), repeats) / len(inputs)
+    single = median_ms(lambda: explainer.explain(inputs[:1], data[:1]), repeats * 4)
+    return batch, single
 
 
-def throughput(artifact: ModelArtifact, features: np.ndarray, repeats: int, batch: int = 500) -> tuple[float, float, int]:
+def throughput(artifact: ModelArtifact, features: ModelInputs, repeats: int, batch: int = 500) -> tuple[float, float, int]:
     """Transactions/s (median over batches) with and without explanations, at a 1% alert rate."""
     rows = features[: batch * (len(features) // batch)]
     threshold = float(np.quantile(artifact.predict_proba(rows), 0.99))
     transactions = [
         {"tx_id": str(index), "event_time": 0, "card_id": "c", "terminal_id": "t", "amount": float(row[0])}
-        for index, row in enumerate(rows)
+        for index, row in enumerate(rows.features)
     ]
     explained = Scorer(artifact, Explainer.for_artifact(artifact), threshold=threshold)
     plain = UnexplainedScorer(artifact, Explainer.for_artifact(artifact), threshold=threshold)
@@ -118,11 +102,12 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     artifact, features = artifact_and_rows()
-    print(f"model: MLP {len(FEATURE_NAMES)} -> {TrainConfig().hidden} -> 1, background 32 weighted rows, "
-          f"{len(features):,} simulated rows, {args.repeats} repeats, 1 torch thread")
+    config = TrainConfig()
+    print(f"model: GRU summary ({config.summary_size}) + MLP {len(artifact.input_names)} -> {config.hidden} -> 1, "
+          f"background 32 weighted rows, {len(features):,} simulated rows, {args.repeats} repeats, 1 torch thread")
     print(f"{'case':<45} {'ms/alert, batch 64':>20} {'ms, single alert':>18}")
-    for name, batch, single in per_alert_costs(artifact, features, args.repeats):
-        print(f"{name:<45} {batch:>20.3f} {single:>18.3f}")
+    batch, single = per_alert_costs(artifact, features, args.repeats)
+    print(f"{'head over features + sequence summary group':<45} {batch:>20.3f} {single:>18.3f}")
     with_, without, rate = throughput(artifact, features, max(1, args.repeats // 5))
     print(f"{'scoring throughput, batches of 500':<45} {'with explanations':>20} {'without':>18}")
     print(f"{f'  transactions/s at {rate}% alerts':<45} {with_:>20,.0f} {without:>18,.0f}")

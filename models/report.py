@@ -112,7 +112,7 @@ def plot_scenario_recall(recall: dict[str, float], path: str | Path) -> Path:
 
 
 def write_report(
-    results: Sequence[FoldResult], frame: pd.DataFrame, out_dir: str | Path, *, name: str = "riskstream MLP"
+    results: Sequence[FoldResult], frame: pd.DataFrame, out_dir: str | Path, *, name: str = "riskstream behaviour model"
 ) -> dict:
     """Write ``evaluation.json``, ``evaluation.md``, ``curves.png`` and ``scenario_recall.png``; return the summary."""
     out = Path(out_dir)

@@ -139,7 +139,7 @@ def evaluate(data: Path, protocol: str, fold_starts: str | None, json_out: Path 
     starts = [day.strip() for day in fold_starts.split(",")] if fold_starts else None
     folds = protocol_folds(frame, protocol, starts)  # type: ignore[arg-type]
     results = run_folds(frame, features, folds, replace(TrainConfig(), seed=seed), progress=True)
-    summary = write_report(results, frame, report_dir, name=f"riskstream MLP, {protocol}")
+    summary = write_report(results, frame, report_dir, name=f"riskstream behaviour model, {protocol}")
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(summary, indent=2))

@@ -113,9 +113,10 @@ def _summary(settings: Settings, new_week_start: float, raw: pd.DataFrame, web_p
     ).to_pylist()
     click.echo("\nthe three most suspicious alerts (reasons in log-odds; base value + contributions = model logit):")
     for alert in top:
+        # an alert whose explaining failed is sent flagged, without a base value or reasons
+        how = "flagged: no reasons" if alert["base_value"] is None else f"= base {alert['base_value']:.2f} + reasons"
         click.echo(f"  tx {alert['tx_id']}  card {alert['card_id']}  amount {alert['amount']:.2f}  score {alert['score']:.4f}"
-                   f" (logit {alert['score_logit']:.2f} = base {alert['base_value']:.2f} + reasons)"
-                   f"  (fraud: {'yes' if truth.get(alert['tx_id']) else 'no'})")
+                   f" (logit {alert['score_logit']:.2f} {how})  (fraud: {'yes' if truth.get(alert['tx_id']) else 'no'})")
         reasons = query(
             settings.audit_dir,
             f"SELECT label, contribution FROM reasons WHERE tx_id = '{alert['tx_id']}' ORDER BY rank LIMIT 3",
