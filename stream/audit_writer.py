@@ -16,6 +16,7 @@ from kafka import KafkaConsumer
 from audit import AuditStore
 from stream.codec import AvroCodec
 from stream.exceptions import EventDecodeError
+from stream.privacy import load_tokenizer
 from stream.settings import Settings
 from stream.validation import validate_feedback
 
@@ -29,6 +30,7 @@ class AuditWriter:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.tokenize = load_tokenizer(settings)  # refuses to start without a key outside demo mode
         self.codecs = {settings.decisions_topic: AvroCodec("Decision"), settings.feedback_topic: AvroCodec("Feedback")}
         self.rejected = 0
         self._stopping = False
@@ -82,6 +84,8 @@ class AuditWriter:
                 record = codec.decode(value or b"")
                 if topic == self.settings.feedback_topic:
                     validate_feedback(record)
+                    if record.get("card_id"):  # decisions arrive tokenized by the worker; labels do not
+                        record["card_id"] = self.tokenize(record["card_id"])
             except EventDecodeError as error:
                 # The worker dead-letters bad feedback; the writer only counts and skips it.
                 self.rejected += 1

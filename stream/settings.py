@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     audit_dir: Path = Field(Path("var/audit"), description="RISKSTREAM_AUDIT_DIR: the DuckDB audit store's folder")
     audit_flush_interval_s: float = Field(2.0, gt=0.0, description="RISKSTREAM_AUDIT_FLUSH_INTERVAL_S: longest time the audit writer buffers")
     audit_export_interval_s: float = Field(10.0, gt=0.0, description="RISKSTREAM_AUDIT_EXPORT_INTERVAL_S: how stale analysts' views may get")
+    audit_retention_days: int | None = Field(None, ge=1, description="RISKSTREAM_AUDIT_RETENTION_DAYS: the audit writer deletes rows older than this many days (default: keep all)")
+    hmac_key: SecretStr | None = Field(None, description="RISKSTREAM_HMAC_KEY: secret key of the card tokens (at least 16 bytes)")
+    hmac_key_file: Path | None = Field(None, description="RISKSTREAM_HMAC_KEY_FILE: file holding that key instead (e.g. a mounted secret)")
+    demo_mode: bool = Field(False, description="RISKSTREAM_DEMO_MODE: allow the public demo key when no key is set (demo and tests only)")
     store_url: str = Field("memory://", description="RISKSTREAM_STORE_URL: Faust table store (memory:// or rocksdb://)")
     data_dir: Path = Field(Path("var/worker"), description="RISKSTREAM_DATA_DIR: the worker's local data (table stores)")
     web_port: int = Field(6066, description="RISKSTREAM_WEB_PORT: the worker's web server port")

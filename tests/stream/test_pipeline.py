@@ -14,6 +14,7 @@ from models.replay import replay_features
 from models.train import TrainConfig, train_from_frame
 from stream.codec import AvroCodec
 from stream.pipeline import Scorer, apply_card_stage, apply_terminal_stage, decode_valid
+from stream.privacy import DEMO_KEY, Tokenizer
 from stream.producer import replay_events, transaction_record
 from stream.settings import Settings
 from stream.validation import validate_transaction
@@ -103,8 +104,13 @@ def test_alerts_whose_reasons_do_not_add_up_are_flagged_and_still_sent(small_fra
     features = replay_features(frame)
     artifact = train_from_frame(frame, features, valid_days=3, config=TrainConfig(epochs=2))
     transactions = [transaction_record(row) for row in frame.head(40).to_dict("records")]
-    honest = Scorer(artifact, Explainer.for_artifact(artifact), threshold=0.0).score(transactions, features[:40])
-    broken = Scorer(artifact, ShiftedExplainer.for_artifact(artifact), threshold=0.0).score(transactions, features[:40])
+    honest = Scorer(artifact, Explainer.for_artifact(artifact), threshold=0.0, tokenize=Tokenizer(DEMO_KEY)).score(transactions, features[:40])
+    broken = Scorer(artifact, ShiftedExplainer.for_artifact(artifact), threshold=0.0, tokenize=Tokenizer(DEMO_KEY)).score(transactions, features[:40])
     assert (honest.flagged, len(honest.alerts)) == (0, 40)
     assert (broken.flagged, len(broken.alerts)) == (40, 40)
     assert all(alert["additivity_gap"] > 1e-4 for alert in broken.alerts)
+    # no raw card id leaves the Scorer: decisions and alerts carry the keyed token instead
+    tokens = [Tokenizer(DEMO_KEY)(transaction["card_id"]) for transaction in transactions]
+    assert [decision["card_id"] for decision in honest.decisions] == tokens
+    assert [alert["card_id"] for alert in honest.alerts] == tokens
+    assert not {transaction["card_id"] for transaction in transactions} & set(tokens)
