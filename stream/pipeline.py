@@ -185,7 +185,7 @@ class Scorer:
                 "is_alert": row in explanations,
                 "model_version": self.artifact.version,
                 "decided_at": decided_at,
-                "features": dict(zip(self.artifact.feature_names, map(float, features[row]))),
+                "features": features[row].tolist(),  # in artifact.feature_names order
                 "base_value": None,
                 "additivity_gap": None,
                 "reasons": [],

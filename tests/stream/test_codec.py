@@ -65,7 +65,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "Decision": {
         **DECIDED,
         "is_alert": True,
-        "features": {"amount": 42.5, "card_tx_count_1d": 3.0},
+        "features": [42.5, 3.0],
         "base_value": -3.0,
         "additivity_gap": 1e-9,
         "reasons": [REASON],

@@ -1,0 +1,114 @@
+"""The analysts' views over the segment files: one definition for ``audit.reader`` and ``catalog.duckdb``.
+
+=====================  ==================================================================================
+``decisions``          one row per scored transaction; ``features`` as a map of feature name to value
+``alerts``             the decisions at or above their threshold
+``reasons``            every alert's reasons, ranked by absolute contribution (1 = largest)
+``labels``             the latest verdict per tx_id (by ``reported_at``, then arrival), with ``reports``
+``label_history``      every label received, a repeated report kept once
+``labels_unmatched``   labels for tx_ids the store has no decision for (yet, or ever)
+``decisions_labelled`` decisions with their latest label (``label`` NULL while none is known)
+``daily``              per event day: volume, alert rate, precision and recall on labelled decisions, score
+                       quantiles
+``drift``              per event day, model and variable (the score or a feature): population stability
+                       index against the model's training data
+``models``             feature names (the order of ``features``) of each model version seen
+``reference_bins``     each model's training-data bins, the baseline of ``drift``
+=====================  ==================================================================================
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from audit.schema import SEGMENTS_DIR, sql_string
+
+__all__ = ["VIEWS", "view_statements"]
+
+#: Every view an analyst can query, in the order they are defined.
+VIEWS = (
+    "reasons", "label_history", "models", "reference_bins", "decisions", "alerts", "labels", "labels_unmatched",
+    "decisions_labelled", "daily", "drift",
+)
+
+_LATEST_LABEL = (
+    "SELECT * EXCLUDE (seq), count(*) OVER (PARTITION BY tx_id) AS reports FROM label_history "
+    "QUALIFY row_number() OVER (PARTITION BY tx_id ORDER BY reported_at DESC, received_at DESC, seq DESC) = 1"
+)
+_DAILY = """
+SELECT CAST(d.event_time AS DATE) AS day,
+       count(*) AS decisions,
+       count(*) FILTER (WHERE d.is_alert) AS alerts,
+       alerts / decisions AS alert_rate,
+       count(l.is_fraud) AS labelled,
+       count(*) FILTER (WHERE l.is_fraud) AS frauds,
+       count(l.is_fraud) FILTER (WHERE d.is_alert) AS labelled_alerts,
+       count(*) FILTER (WHERE d.is_alert AND l.is_fraud) AS true_alerts,
+       true_alerts / nullif(labelled_alerts, 0) AS precision,
+       true_alerts / nullif(frauds, 0) AS recall,
+       approx_quantile(d.score, 0.5) AS score_p50,
+       approx_quantile(d.score, 0.9) AS score_p90,
+       approx_quantile(d.score, 0.99) AS score_p99
+FROM {decisions} AS d LEFT JOIN labels AS l USING (tx_id)
+GROUP BY day
+"""
+# Bin of a value: 1 + the number of edges <= it (see models.reference); shares under 1e-4 count as 1e-4.
+_DRIFT = """
+WITH observed AS (
+    SELECT CAST(d.event_time AS DATE) AS day, d.model_version, b.variable, b.edges,
+           CASE WHEN b.position IS NULL THEN d.score ELSE d.features[b.position] END AS value
+    FROM {decisions} AS d JOIN reference_bins AS b
+      ON b.model_version = d.model_version AND (b.position IS NULL OR b.position <= len(d.features))
+), counts AS (
+    SELECT day, model_version, variable, 1 + len(list_filter(edges, lambda e: e <= value)) AS bin, count(*) AS n,
+           sum(count(*)) OVER (PARTITION BY day, model_version, variable) AS total
+    FROM observed WHERE isfinite(value) GROUP BY day, model_version, variable, bin
+), expected AS (
+    SELECT model_version, variable, generate_subscripts(expected, 1) AS bin, unnest(expected) AS share
+    FROM reference_bins
+), totals AS (
+    SELECT DISTINCT day, model_version, variable, total FROM counts
+)
+SELECT t.day, t.model_version, t.variable, t.total AS decisions,
+       sum((greatest(coalesce(c.n, 0) / t.total, 1e-4) - greatest(e.share, 1e-4))
+           * ln(greatest(coalesce(c.n, 0) / t.total, 1e-4) / greatest(e.share, 1e-4))) AS psi
+FROM totals AS t JOIN expected AS e USING (model_version, variable)
+LEFT JOIN counts AS c USING (day, model_version, variable, bin)
+GROUP BY ALL
+"""
+
+
+def _segments(root: Path, table: str) -> str:
+    return f"read_parquet({sql_string(root / SEGMENTS_DIR / table / '*.parquet')})"
+
+
+def view_statements(root: str | Path) -> list[str]:
+    """``CREATE VIEW`` statements over the segments of the store at ``root`` (absolute, so the views move nowhere).
+
+    >>> [s.split(" AS ")[0].removeprefix("CREATE OR REPLACE VIEW ") for s in view_statements("/data/audit")] == list(VIEWS)
+    True
+    """
+    root = Path(root).absolute()
+    decisions = _segments(root, "decisions")
+    bodies = {
+        "reasons": f"SELECT * FROM {_segments(root, 'reasons')}",
+        "label_history": f"SELECT * FROM {_segments(root, 'labels')}",
+        "models": f"SELECT * FROM {_segments(root, 'models')}",
+        "reference_bins": f"SELECT * FROM {_segments(root, 'reference_bins')}",
+        # features as a map again; NULL when the model's names are unknown or do not fit
+        "decisions": (
+            "SELECT d.* REPLACE (CASE WHEN len(m.feature_names) = len(d.features) "
+            "THEN map(m.feature_names, d.features) END AS features) "
+            f"FROM {decisions} AS d LEFT JOIN models AS m ON m.model_version = d.model_version"
+        ),
+        "alerts": "SELECT * FROM decisions WHERE is_alert",
+        "labels": _LATEST_LABEL,
+        "labels_unmatched": f"SELECT * FROM labels WHERE tx_id NOT IN (SELECT tx_id FROM {decisions})",
+        "decisions_labelled": (
+            "SELECT d.*, l.is_fraud AS label, l.source AS label_source, l.reported_at AS labelled_at "
+            "FROM decisions AS d LEFT JOIN labels AS l USING (tx_id)"
+        ),
+        "daily": _DAILY.format(decisions=decisions),
+        "drift": _DRIFT.format(decisions=decisions),
+    }
+    return [f"CREATE OR REPLACE VIEW {name} AS {bodies[name]}" for name in VIEWS]
