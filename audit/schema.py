@@ -33,6 +33,7 @@ from audit.exceptions import InvalidRecordError
 
 __all__ = [
     "DECISION_BATCH_SCHEMA",
+    "DECISION_KEYS",
     "DECISION_COLUMNS",
     "LABEL_COLUMNS",
     "MODEL_COLUMNS",
@@ -123,13 +124,16 @@ TABLES: dict[str, tuple[Column, ...]] = {
     "reference_bins": REFERENCE_COLUMNS,
 }
 #: A second row with the same key is ignored: a replayed decision, a label reported twice, a model seen again.
+#: Reasons need no key of their own: they are inserted only with a decision that is new.
 PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "decisions": ("tx_id",),
-    "reasons": ("tx_id", "rank"),
     "labels": ("tx_id", "source", "reported_at", "is_fraud"),
     "models": ("model_version",),
     "reference_bins": ("model_version", "variable"),
 }
+#: Decisions keep their key in a narrow table of their own: DuckDB checks a conflict on a wide row (with its
+#: features list) several times slower than on the key alone, and decisions are the one table that is large.
+DECISION_KEYS = "decision_keys"
 REASONS_TYPE = pa.list_(pa.struct([(c.name, c.arrow) for c in REASON_COLUMNS if c.name not in ("tx_id", "rank")]))
 #: What a buffered decision batch holds: the decision columns plus its reasons, nested as in the Avro record.
 DECISION_BATCH_SCHEMA = pa.schema([pa.field(c.name, c.arrow) for c in DECISION_COLUMNS] + [("reasons", REASONS_TYPE)])
@@ -138,11 +142,16 @@ DECISION_BATCH_SCHEMA = pa.schema([pa.field(c.name, c.arrow) for c in DECISION_C
 def create_table_sql(table: str) -> str:
     """DDL for one writer table: its columns plus ``seq``, the flush that inserted the row, which drives export.
 
-    >>> print(create_table_sql("reasons"))  # doctest: +ELLIPSIS
-    CREATE TABLE IF NOT EXISTS reasons (tx_id VARCHAR NOT NULL, rank INTEGER NOT NULL, ..., PRIMARY KEY (tx_id, rank))
+    >>> print(create_table_sql("models"))
+    CREATE TABLE IF NOT EXISTS models (model_version VARCHAR NOT NULL, feature_names VARCHAR[] NOT NULL, registered_at TIMESTAMP NOT NULL, seq BIGINT NOT NULL, PRIMARY KEY (model_version))
+    >>> create_table_sql("decision_keys")
+    'CREATE TABLE IF NOT EXISTS decision_keys (tx_id VARCHAR PRIMARY KEY)'
     """
-    columns = [f"{c.name} {c.sql}{' NOT NULL' if c.required else ''}" for c in TABLES[table]]
-    columns += ["seq BIGINT NOT NULL", f"PRIMARY KEY ({', '.join(PRIMARY_KEYS[table])})"]
+    if table == DECISION_KEYS:
+        return f"CREATE TABLE IF NOT EXISTS {DECISION_KEYS} (tx_id VARCHAR PRIMARY KEY)"
+    columns = [f"{c.name} {c.sql}{' NOT NULL' if c.required else ''}" for c in TABLES[table]] + ["seq BIGINT NOT NULL"]
+    if table in PRIMARY_KEYS and table != "decisions":
+        columns.append(f"PRIMARY KEY ({', '.join(PRIMARY_KEYS[table])})")
     return f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(columns)})"
 
 

@@ -22,9 +22,11 @@ from types import TracebackType
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from audit.exceptions import AuditError, StoreLockedError
 from audit.schema import (
+    DECISION_KEYS,
     PRIMARY_KEYS,
     SEGMENTS_DIR,
     TABLES,
@@ -48,27 +50,33 @@ _LOCK_FILE = "writer.lock"
 _EXPORT_ORDER = ("models", "reference_bins", "reasons", "labels", "decisions")
 
 
-def _insert_first_copies(table: str, exclude: str = "ord") -> str:
-    """Insert a buffered batch, keeping the first copy of each key in the batch and ignoring keys already stored."""
-    key = ", ".join(PRIMARY_KEYS[table])
-    return (
-        f"INSERT INTO {table} BY NAME SELECT * EXCLUDE ({exclude}), $seq AS seq FROM batch_{table} "
-        f"WHERE ord IN (SELECT min(ord) FROM batch_{table} GROUP BY {key}) ON CONFLICT DO NOTHING"
-    )
+def _first_copies(batch: pa.Table, key: tuple[str, ...]) -> pa.Table:
+    """The rows of ``batch`` that are the first (lowest ``ord``) of their key; ``ord`` dropped."""
+    first = batch.group_by(list(key), use_threads=False).aggregate([("ord", "min")]).column("ord_min")
+    if len(first) < batch.num_rows:
+        batch = batch.filter(pc.is_in(batch.column("ord"), first))
+    return batch.drop_columns(["ord"])
 
 
-_INSERTS = {table: _insert_first_copies(table) for table in ("labels", "models", "reference_bins")}
-_INSERT_DECISIONS = _insert_first_copies("decisions", exclude="ord, reasons")
-# The reasons of the copy just inserted (not of a later copy in the batch, nor of a decision stored before),
-# ranked by |contribution|, largest first; a tie keeps the order the model gave.
+# Small tables: the primary key ignores a key already stored.
+_INSERTS = {
+    table: f"INSERT INTO {table} BY NAME SELECT *, $seq AS seq FROM batch_{table} ON CONFLICT DO NOTHING"
+    for table in ("labels", "models", "reference_bins")
+}
+# Decisions: the keys table says which are new (see schema.DECISION_KEYS); only those rows and their reasons go in.
+_NEW_DECISIONS = f"INSERT INTO {DECISION_KEYS} SELECT tx_id FROM batch_decisions ON CONFLICT DO NOTHING RETURNING tx_id"
+_INSERT_DECISIONS = (
+    "INSERT INTO decisions BY NAME SELECT * EXCLUDE (reasons), $seq AS seq "
+    "FROM batch_decisions SEMI JOIN new_decisions USING (tx_id)"
+)
+# Reasons ranked by |contribution|, largest first; a tie keeps the order the model gave.
 _INSERT_REASONS = """
 INSERT INTO reasons BY NAME
 SELECT tx_id, row_number() OVER (PARTITION BY tx_id ORDER BY abs(r.contribution) DESC, i) AS rank,
        r.feature, r.label, r.value, r.contribution, $seq AS seq
 FROM (
-    SELECT tx_id, unnest(reasons) AS r, generate_subscripts(reasons, 1) AS i FROM batch_decisions
-    WHERE len(reasons) > 0 AND ord IN (SELECT min(ord) FROM batch_decisions GROUP BY tx_id)
-      AND tx_id IN (SELECT tx_id FROM decisions WHERE seq = $seq)
+    SELECT tx_id, unnest(reasons) AS r, generate_subscripts(reasons, 1) AS i
+    FROM batch_decisions SEMI JOIN new_decisions USING (tx_id) WHERE len(reasons) > 0
 )
 """
 
@@ -141,7 +149,7 @@ class AuditStore:
         self,
         root: str | Path,
         export_interval_s: float = 10.0,
-        segment_rows: int = 2_000_000,
+        segment_rows: int = 250_000,
         segment_open_s: float = 3600.0,
     ) -> None:
         if export_interval_s < 0:
@@ -155,7 +163,7 @@ class AuditStore:
         self._lock_fd = _lock(self.root / _LOCK_FILE)
         try:
             self._con = _connect_writer(self.root / WRITER_DB)
-            for table in TABLES:
+            for table in (*TABLES, DECISION_KEYS):
                 self._con.execute(create_table_sql(table))
             self._segments = {
                 table: Segments(self._con, self.root / SEGMENTS_DIR / table, table, segment_rows, segment_open_s)
@@ -250,6 +258,7 @@ class AuditStore:
         old_decisions = "SELECT tx_id FROM decisions WHERE event_time < $cutoff"
         targets = {
             "reasons": f"tx_id IN ({old_decisions})",
+            DECISION_KEYS: f"tx_id IN ({old_decisions})",
             "decisions": "event_time < $cutoff",
             "labels": "reported_at < $cutoff",
         }
@@ -260,11 +269,12 @@ class AuditStore:
             deleted, seqs = {}, {}
             try:
                 con.begin()
-                for table, condition in targets.items():  # reasons first: they find their decisions by time
-                    seqs[table] = {seq for (seq,) in con.execute(f"SELECT DISTINCT seq FROM {table} WHERE {condition}", params).fetchall()}
+                for table, condition in targets.items():  # decisions last: the others find theirs by its time
+                    if table in self._segments:
+                        seqs[table] = {seq for (seq,) in con.execute(f"SELECT DISTINCT seq FROM {table} WHERE {condition}", params).fetchall()}
                     deleted[table] = self._scalar(f"DELETE FROM {table} WHERE {condition}", params)
                 con.commit()
-                rewritten = sum(self._segments[table].rewrite(seqs[table]) for table in targets)
+                rewritten = sum(self._segments[table].rewrite(table_seqs) for table, table_seqs in seqs.items())
             except (duckdb.Error, OSError) as exc:
                 with contextlib.suppress(duckdb.Error):
                     con.rollback()
@@ -322,21 +332,25 @@ class AuditStore:
             con.begin()
             for table, batches in self._pending.items():
                 if batches:
-                    con.register(f"batch_{table}", pa.concat_tables(batches))
+                    con.register(f"batch_{table}", _first_copies(pa.concat_tables(batches), PRIMARY_KEYS[table]))
             if buffered["decisions"]:
+                new = con.execute(_NEW_DECISIONS).fetchnumpy()["tx_id"]
+                con.register("new_decisions", pa.table({"tx_id": pa.array(new, pa.string())}))
                 inserted["decisions"] = self._scalar(_INSERT_DECISIONS, {"seq": seq})
                 self._scalar(_INSERT_REASONS, {"seq": seq})
             for table, insert in _INSERTS.items():
                 if buffered[table]:
                     inserted[table] = self._scalar(insert, {"seq": seq})
             con.commit()
-        except duckdb.Error as exc:
+        except BaseException as exc:
             with contextlib.suppress(duckdb.Error):
                 con.rollback()
-            raise AuditError(f"audit flush failed, {buffered} rows stay buffered: {exc}") from exc
+            if isinstance(exc, duckdb.Error):
+                raise AuditError(f"audit flush failed, {buffered} rows stay buffered: {exc}") from exc
+            raise
         finally:
-            for table in TABLES:
-                con.unregister(f"batch_{table}")
+            for name in (*(f"batch_{table}" for table in TABLES), "new_decisions"):
+                con.unregister(name)
         self._seq = seq
         self._pending = {table: [] for table in TABLES}
         return (
