@@ -139,7 +139,9 @@ class AuditStore:
         Freshness bound for readers: a flush exports when this long has passed since the last export
         (0: every flush).
     segment_rows, segment_open_s:
-        A segment file is rewritten by each export until it holds this many rows or has been open this long.
+        A segment file is rewritten by each export until it holds this many rows or has been open this long:
+        a query over a few large files is several times faster than over hundreds of small ones
+        (bench/audit_query.py), and an export rewrites at most ``segment_rows`` rows.
 
     >>> import tempfile
     >>> with AuditStore(tempfile.mkdtemp(), export_interval_s=0) as store:
@@ -153,7 +155,7 @@ class AuditStore:
         root: str | Path,
         export_interval_s: float = 10.0,
         segment_rows: int = 250_000,
-        segment_open_s: float = 3600.0,
+        segment_open_s: float = 86_400.0,
     ) -> None:
         if export_interval_s < 0:
             raise ValueError(f"export_interval_s must be >= 0, got {export_interval_s}")

@@ -53,29 +53,29 @@ FROM {decisions} AS d LEFT JOIN labels AS l USING (tx_id)
 GROUP BY day
 """
 # Bin of a value: 1 + the number of edges <= it (see models.reference); shares under 1e-4 count as 1e-4.
+# PSI sums (actual - expected) * ln(actual / expected) over every bin, observed or not; a bin with no
+# decisions adds the floor's term, so the sum is: all bins at the floor, corrected for the observed ones.
+# One pass (no CTE read twice), so a filter on day reaches the scan.
 _DRIFT = """
 WITH observed AS (
-    SELECT CAST(d.event_time AS DATE) AS day, d.model_version, b.variable, b.edges,
+    SELECT CAST(d.event_time AS DATE) AS day, d.model_version, b.variable, b.edges, b.expected,
            CASE WHEN b.position IS NULL THEN d.score ELSE d.features[b.position] END AS value
     FROM {decisions} AS d JOIN reference_bins AS b
       ON b.model_version = d.model_version AND (b.position IS NULL OR b.position <= len(d.features))
 ), counts AS (
-    SELECT day, model_version, variable, 1 + len(list_filter(edges, lambda e: e <= value)) AS bin, count(*) AS n,
-           sum(count(*)) OVER (PARTITION BY day, model_version, variable) AS total
+    SELECT day, model_version, variable, 1 + len(list_filter(edges, lambda e: e <= value)) AS bin,
+           count(*) AS n, any_value(expected) AS expected
     FROM observed WHERE isfinite(value) GROUP BY day, model_version, variable, bin
-), expected AS (
-    SELECT model_version, variable, generate_subscripts(expected, 1) AS bin, unnest(expected) AS share
-    FROM reference_bins
-), totals AS (
-    SELECT DISTINCT day, model_version, variable, total FROM counts
+), shares AS (
+    SELECT *, greatest(n / sum(n) OVER (PARTITION BY day, model_version, variable), {floor}) AS actual,
+           greatest(expected[bin], {floor}) AS share
+    FROM counts
 )
-SELECT t.day, t.model_version, t.variable, t.total AS decisions,
-       sum((greatest(coalesce(c.n, 0) / t.total, 1e-4) - greatest(e.share, 1e-4))
-           * ln(greatest(coalesce(c.n, 0) / t.total, 1e-4) / greatest(e.share, 1e-4))) AS psi
-FROM totals AS t JOIN expected AS e USING (model_version, variable)
-LEFT JOIN counts AS c USING (day, model_version, variable, bin)
-GROUP BY ALL
-"""
+SELECT day, model_version, variable, sum(n) AS decisions,
+       any_value(list_sum(list_transform(expected, lambda e: ({floor} - greatest(e, {floor})) * ln({floor} / greatest(e, {floor})))))
+       + sum((actual - share) * ln(actual / share) - ({floor} - share) * ln({floor} / share)) AS psi
+FROM shares GROUP BY day, model_version, variable
+""".replace("{floor}", "1e-4")
 
 
 def _segments(root: Path, table: str) -> str:
