@@ -30,6 +30,7 @@ from audit.schema import (
     PRIMARY_KEYS,
     SEGMENTS_DIR,
     TABLES,
+    TX_KEY,
     conform_decisions,
     create_table_sql,
     decision_table,
@@ -60,13 +61,13 @@ def _first_copies(batch: pa.Table, key: tuple[str, ...]) -> pa.Table:
 
 # Small tables: the primary key ignores a key already stored.
 _INSERTS = {
-    table: f"INSERT INTO {table} BY NAME SELECT *, $seq AS seq FROM batch_{table} ON CONFLICT DO NOTHING"
-    for table in ("labels", "models", "reference_bins")
+    table: f"INSERT INTO {table} BY NAME SELECT *, $seq AS seq{extra} FROM batch_{table} ON CONFLICT DO NOTHING"
+    for table, extra in (("labels", f", {TX_KEY} AS tx_key"), ("models", ""), ("reference_bins", ""))
 }
 # Decisions: the keys table says which are new (see schema.DECISION_KEYS); only those rows and their reasons go in.
 _NEW_DECISIONS = f"INSERT INTO {DECISION_KEYS} SELECT tx_id FROM batch_decisions ON CONFLICT DO NOTHING RETURNING tx_id"
 _INSERT_DECISIONS = (
-    "INSERT INTO decisions BY NAME SELECT * EXCLUDE (reasons), $seq AS seq "
+    f"INSERT INTO decisions BY NAME SELECT * EXCLUDE (reasons), $seq AS seq, {TX_KEY} AS tx_key "
     "FROM batch_decisions SEMI JOIN new_decisions USING (tx_id)"
 )
 # Reasons ranked by |contribution|, largest first; a tie keeps the order the model gave.

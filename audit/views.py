@@ -49,7 +49,10 @@ SELECT CAST(d.event_time AS DATE) AS day,
        approx_quantile(d.score, 0.5) AS score_p50,
        approx_quantile(d.score, 0.9) AS score_p90,
        approx_quantile(d.score, 0.99) AS score_p99
-FROM {decisions} AS d LEFT JOIN labels AS l USING (tx_id)
+FROM {decisions} AS d LEFT JOIN (
+    SELECT tx_key, is_fraud FROM {labels}
+    QUALIFY row_number() OVER (PARTITION BY tx_key ORDER BY reported_at DESC, received_at DESC, seq DESC) = 1
+) AS l USING (tx_key)
 GROUP BY day
 """
 # Bin of a value: 1 + the number of edges <= it (see models.reference); shares under 1e-4 count as 1e-4.
@@ -92,12 +95,12 @@ def view_statements(root: str | Path) -> list[str]:
     decisions = _segments(root, "decisions")
     bodies = {
         "reasons": f"SELECT * FROM {_segments(root, 'reasons')}",
-        "label_history": f"SELECT * FROM {_segments(root, 'labels')}",
+        "label_history": f"SELECT * EXCLUDE (tx_key) FROM {_segments(root, 'labels')}",
         "models": f"SELECT * FROM {_segments(root, 'models')}",
         "reference_bins": f"SELECT * FROM {_segments(root, 'reference_bins')}",
         # features as a map again; NULL when the model's names are unknown or do not fit
         "decisions": (
-            "SELECT d.* REPLACE (CASE WHEN len(m.feature_names) = len(d.features) "
+            "SELECT d.* EXCLUDE (tx_key) REPLACE (CASE WHEN len(m.feature_names) = len(d.features) "
             "THEN map(m.feature_names, d.features) END AS features) "
             f"FROM {decisions} AS d LEFT JOIN models AS m ON m.model_version = d.model_version"
         ),
@@ -108,7 +111,7 @@ def view_statements(root: str | Path) -> list[str]:
             "SELECT d.*, l.is_fraud AS label, l.source AS label_source, l.reported_at AS labelled_at "
             "FROM decisions AS d LEFT JOIN labels AS l USING (tx_id)"
         ),
-        "daily": _DAILY.format(decisions=decisions),
+        "daily": _DAILY.format(decisions=decisions, labels=_segments(root, "labels")),
         "drift": _DRIFT.format(decisions=decisions),
     }
     return [f"CREATE OR REPLACE VIEW {name} AS {bodies[name]}" for name in VIEWS]
