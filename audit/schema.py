@@ -151,10 +151,10 @@ def create_table_sql(table: str) -> str:
     >>> print(create_table_sql("models"))
     CREATE TABLE IF NOT EXISTS models (model_version VARCHAR NOT NULL, feature_names VARCHAR[] NOT NULL, registered_at TIMESTAMP NOT NULL, seq BIGINT NOT NULL, PRIMARY KEY (model_version))
     >>> create_table_sql("decision_keys")
-    'CREATE TABLE IF NOT EXISTS decision_keys (tx_id VARCHAR PRIMARY KEY)'
+    'CREATE TABLE IF NOT EXISTS decision_keys (tx_id VARCHAR PRIMARY KEY, seq BIGINT NOT NULL)'
     """
     if table == DECISION_KEYS:
-        return f"CREATE TABLE IF NOT EXISTS {DECISION_KEYS} (tx_id VARCHAR PRIMARY KEY)"
+        return f"CREATE TABLE IF NOT EXISTS {DECISION_KEYS} (tx_id VARCHAR PRIMARY KEY, seq BIGINT NOT NULL)"
     columns = [f"{c.name} {c.sql}{' NOT NULL' if c.required else ''}" for c in TABLES[table]] + ["seq BIGINT NOT NULL"]
     if table in _WITH_TX_KEY:
         columns.append("tx_key UBIGINT NOT NULL")

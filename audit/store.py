@@ -64,11 +64,13 @@ _INSERTS = {
     table: f"INSERT INTO {table} BY NAME SELECT *, $seq AS seq{extra} FROM batch_{table} ON CONFLICT DO NOTHING"
     for table, extra in (("labels", f", {TX_KEY} AS tx_key"), ("models", ""), ("reference_bins", ""))
 }
-# Decisions: the keys table says which are new (see schema.DECISION_KEYS); only those rows and their reasons go in.
-_NEW_DECISIONS = f"INSERT INTO {DECISION_KEYS} SELECT tx_id FROM batch_decisions ON CONFLICT DO NOTHING RETURNING tx_id"
+# Decisions: the keys table records which keys this flush added (see schema.DECISION_KEYS). Usually all of
+# them are new, and every row goes in; after a replay, only the rows (and reasons) whose key this flush added.
+_NEW_KEYS = f"INSERT INTO {DECISION_KEYS} SELECT tx_id, $seq FROM batch_decisions ON CONFLICT DO NOTHING"
+_ONLY_NEW = f"WHERE tx_id IN (SELECT tx_id FROM {DECISION_KEYS} WHERE seq = $seq)"
 _INSERT_DECISIONS = (
     f"INSERT INTO decisions BY NAME SELECT * EXCLUDE (reasons), $seq AS seq, {TX_KEY} AS tx_key "
-    "FROM batch_decisions SEMI JOIN new_decisions USING (tx_id)"
+    "FROM batch_decisions {only_new}"
 )
 # Reasons ranked by |contribution|, largest first; a tie keeps the order the model gave.
 _INSERT_REASONS = """
@@ -77,7 +79,7 @@ SELECT tx_id, row_number() OVER (PARTITION BY tx_id ORDER BY abs(r.contribution)
        r.feature, r.label, r.value, r.contribution, $seq AS seq
 FROM (
     SELECT tx_id, unnest(reasons) AS r, generate_subscripts(reasons, 1) AS i
-    FROM batch_decisions SEMI JOIN new_decisions USING (tx_id) WHERE len(reasons) > 0
+    FROM (SELECT tx_id, reasons FROM batch_decisions {only_new}) WHERE len(reasons) > 0
 )
 """
 
@@ -336,14 +338,17 @@ class AuditStore:
         inserted = dict.fromkeys(TABLES, 0)
         try:
             con.begin()
+            batch_rows = {}
             for table, batches in self._pending.items():
                 if batches:
-                    con.register(f"batch_{table}", _first_copies(pa.concat_tables(batches), PRIMARY_KEYS[table]))
+                    batch = _first_copies(pa.concat_tables(batches), PRIMARY_KEYS[table])
+                    con.register(f"batch_{table}", batch)
+                    batch_rows[table] = batch.num_rows
             if buffered["decisions"]:
-                new = con.execute(_NEW_DECISIONS).fetchnumpy()["tx_id"]
-                con.register("new_decisions", pa.table({"tx_id": pa.array(new, pa.string())}))
-                inserted["decisions"] = self._scalar(_INSERT_DECISIONS, {"seq": seq})
-                self._scalar(_INSERT_REASONS, {"seq": seq})
+                new = self._scalar(_NEW_KEYS, {"seq": seq})
+                only_new = "" if new == batch_rows["decisions"] else _ONLY_NEW
+                inserted["decisions"] = self._scalar(_INSERT_DECISIONS.format(only_new=only_new), {"seq": seq})
+                self._scalar(_INSERT_REASONS.format(only_new=only_new), {"seq": seq})
             for table, insert in _INSERTS.items():
                 if buffered[table]:
                     inserted[table] = self._scalar(insert, {"seq": seq})
@@ -355,8 +360,8 @@ class AuditStore:
                 raise AuditError(f"audit flush failed, {buffered} rows stay buffered: {exc}") from exc
             raise
         finally:
-            for name in (*(f"batch_{table}" for table in TABLES), "new_decisions"):
-                con.unregister(name)
+            for table in TABLES:
+                con.unregister(f"batch_{table}")
         self._seq = seq
         self._pending = {table: [] for table in TABLES}
         return (
