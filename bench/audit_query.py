@@ -25,7 +25,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from audit import AuditStore, query
+from audit import AuditError, AuditStore, query
 from audit.schema import SEGMENTS_DIR, TABLES, segment_name, sql_string
 from models.features import FEATURE_NAMES
 from models.reference import reference_profile
@@ -126,7 +126,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     root, merged = args.dir / "segmented", args.dir / "one-file"
-    stored = query(root, "SELECT count(*) AS n FROM decisions").column("n")[0].as_py() if root.exists() else 0
+    try:
+        stored = query(root, "SELECT count(*) AS n FROM decisions").column("n")[0].as_py()
+    except AuditError:  # none yet, or one an older version built
+        stored = 0
     if stored != args.decisions // (DAYS * 24) * DAYS * 24:
         shutil.rmtree(args.dir, ignore_errors=True)
         build(root, args.decisions)
