@@ -280,3 +280,27 @@ def test_query_is_read_only_and_needs_a_store(root: Path, tmp_path: Path) -> Non
     assert query(root, "SUMMARIZE decisions").num_rows > 0
     with pytest.raises(AuditError, match="no audit store"):
         connect(tmp_path / "nowhere")
+
+
+def test_queries_never_fail_while_another_process_rewrites_the_open_segment(root: Path) -> None:
+    """Each flush of the writer below replaces the open segment file; readers see whole versions only."""
+    batches = [[decision(f"t{i}-{j}") for j in range(200)] for i in range(40)]
+    (root.parent / "records.json").write_text(json.dumps(batches))
+    script = (
+        "import json, sys; from audit import AuditStore\n"
+        "store = AuditStore(sys.argv[1], export_interval_s=0)\n"
+        "print('ready', flush=True)\n"
+        "for batch in json.loads(open(sys.argv[2]).read()): store.add_decisions(batch); store.flush()\n"
+        "store.close()\n"
+    )
+    proc = _python(script, root, 0)
+    assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+    seen = []
+    while proc.poll() is None:
+        seen.append(query(root, "SELECT count(*) AS n, count(DISTINCT tx_id) AS d FROM decisions").to_pylist()[0])
+    proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert len(seen) > 5 and all(row["n"] == row["d"] and row["n"] % 200 == 0 for row in seen)
+    assert [row["n"] for row in seen] == sorted(row["n"] for row in seen)
+    assert segments(root, "decisions") == ["000000000000.parquet", "000000000001.parquet"]
+    assert rows(root, "SELECT count(*) FROM decisions") == [(8000,)]
