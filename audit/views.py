@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from audit.schema import SEGMENTS_DIR, sql_string
+from audit.schema import SEGMENTS_DIR, TX_KEY, sql_string
 
 __all__ = ["VIEWS", "view_statements"]
 
@@ -106,7 +106,7 @@ def view_statements(root: str | Path) -> list[str]:
         ),
         "alerts": "SELECT * FROM decisions WHERE is_alert",
         "labels": _LATEST_LABEL,
-        "labels_unmatched": f"SELECT * FROM labels WHERE tx_id NOT IN (SELECT tx_id FROM {decisions})",
+        "labels_unmatched": f"SELECT * FROM labels WHERE {TX_KEY} NOT IN (SELECT tx_key FROM {decisions})",
         "decisions_labelled": (
             "SELECT d.*, l.is_fraud AS label, l.source AS label_source, l.reported_at AS labelled_at "
             "FROM decisions AS d LEFT JOIN labels AS l USING (tx_id)"

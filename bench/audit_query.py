@@ -49,6 +49,7 @@ QUERIES = {
         "SELECT terminal_id, count(*) AS alerts FROM alerts WHERE event_time >= TIMESTAMP '2026-01-24' "
         "GROUP BY ALL ORDER BY alerts DESC LIMIT 10"
     ),
+    "labels for unknown transactions": "SELECT count(*) AS n FROM labels_unmatched",
     "drift of every variable, one day": f"SELECT variable, psi FROM drift WHERE day = DATE '{LAST_DAY}' ORDER BY psi DESC",
 }
 
