@@ -13,7 +13,8 @@ import duckdb
 import pyarrow as pa
 
 from audit.exceptions import AuditError
-from audit.schema import SEGMENTS_DIR, TABLES, segment_name, view_statements
+from audit.schema import SEGMENTS_DIR, TABLES, segment_name
+from audit.views import VIEWS, view_statements
 
 __all__ = ["connect", "query"]
 
@@ -23,7 +24,7 @@ _READ_ONLY = frozenset(
 
 
 def connect(root: str | Path) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with the store's views: decisions, reasons, labels, alerts, decisions_labelled.
+    """An in-memory DuckDB connection with the store's views (``audit.views.VIEWS``).
 
     The caller closes it. Writes through it land in memory only, never in the store.
 
@@ -36,7 +37,7 @@ def connect(root: str | Path) -> duckdb.DuckDBPyConnection:
     [(0,)]
     """
     root = Path(root).absolute()
-    missing = [table for table in TABLES if not (root / SEGMENTS_DIR / table / segment_name(0, 0)).exists()]
+    missing = [table for table in TABLES if not (root / SEGMENTS_DIR / table / segment_name(0)).exists()]
     if missing:
         raise AuditError(f"no audit store at {root} (no segments for {', '.join(missing)}): start its writer once")
     con = duckdb.connect()

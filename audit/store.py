@@ -1,13 +1,9 @@
-"""The single audit writer: idempotent inserts into DuckDB, exported as immutable Parquet segments for readers.
+"""The single audit writer: idempotent inserts into DuckDB, exported as Parquet segments for readers.
 
 DuckDB lets one process write a file or many read it, never both; so the writer alone opens ``writer.duckdb``,
-and after a flush (at most every ``export_interval_s``) it copies the rows added since the last export into a
-new segment file under ``segments/``. Readers query views over those files and never touch the writer's file.
-
-Every row carries ``seq``, the number of the flush that inserted it. A segment is named after the first and
-last ``seq`` it holds and appears atomically (written under a temporary name, then renamed), so the highest
-``last_seq`` among the file names *is* the export bookkeeping: after a crash the writer resumes from there,
-and a repeated export writes the same name again rather than a second copy.
+and after a flush (at most every ``export_interval_s``) it exports the rows added since into the segment files
+under ``segments/`` (see ``audit.segments``). Readers query views over those files and never touch the
+writer's file.
 """
 
 from __future__ import annotations
@@ -20,59 +16,72 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import TracebackType
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from audit.exceptions import AuditError, StoreLockedError
 from audit.schema import (
+    DECISION_KEYS,
     PRIMARY_KEYS,
-    REASON_COLUMNS,
     SEGMENTS_DIR,
     TABLES,
+    TX_KEY,
+    conform_decisions,
     create_table_sql,
-    decision_batches,
-    label_batch,
-    segment_name,
-    segment_range,
-    sql_string,
-    view_statements,
+    decision_table,
+    label_table,
+    model_tables,
 )
+from audit.segments import Segments
+from audit.views import view_statements
 
-__all__ = ["CATALOG_DB", "WRITER_DB", "AuditStore", "FlushResult"]
+__all__ = ["CATALOG_DB", "WRITER_DB", "AuditStore", "FlushResult", "PruneResult"]
 
 logger = logging.getLogger(__name__)
 
 WRITER_DB = "writer.duckdb"
 CATALOG_DB = "catalog.duckdb"
 _LOCK_FILE = "writer.lock"
-_TMP_SUFFIX = ".tmp"
-# Reasons before decisions: a reader that sees a decision also sees its reasons.
-_EXPORT_ORDER = ("reasons", "labels", "decisions")
+# Reasons before decisions: a reader that sees a decision also sees its reasons; models before their decisions.
+_EXPORT_ORDER = ("models", "reference_bins", "reasons", "labels", "decisions")
 
 
-def _insert_first_copies(table: str) -> str:
-    """Insert a buffered batch, keeping the first copy of each key in the batch and ignoring keys already stored."""
-    key = ", ".join(PRIMARY_KEYS[table])
-    return (
-        f"INSERT INTO {table} BY NAME SELECT * EXCLUDE (ord), $seq AS seq FROM batch_{table} "
-        f"WHERE ord IN (SELECT min(ord) FROM batch_{table} GROUP BY {key}) ON CONFLICT DO NOTHING"
-    )
+def _first_copies(batch: pa.Table, key: tuple[str, ...]) -> pa.Table:
+    """The rows of ``batch`` that are the first (lowest ``ord``) of their key; ``ord`` dropped."""
+    first = batch.group_by(list(key), use_threads=False).aggregate([("ord", "min")]).column("ord_min")
+    if len(first) < batch.num_rows:
+        batch = batch.filter(pc.is_in(batch.column("ord"), first))
+    return batch.drop_columns(["ord"])
 
 
-_INSERT_DECISIONS = _insert_first_copies("decisions")
-_INSERT_LABELS = _insert_first_copies("labels")
-# Only the reasons of the copy just inserted: not of a later copy in the batch, nor of a decision stored before.
-_INSERT_REASONS = (
-    f"INSERT INTO reasons BY NAME SELECT {', '.join('r.' + c.name for c in REASON_COLUMNS)}, $seq AS seq "
-    "FROM batch_reasons AS r "
-    "JOIN (SELECT tx_id, min(ord) AS ord FROM batch_decisions GROUP BY tx_id) AS kept "
-    "ON kept.tx_id = r.tx_id AND kept.ord = r.ord "
-    "WHERE r.tx_id IN (SELECT tx_id FROM decisions WHERE seq = $seq)"
+# Small tables: the primary key ignores a key already stored.
+_INSERTS = {
+    table: f"INSERT INTO {table} BY NAME SELECT *, $seq AS seq{extra} FROM batch_{table} ON CONFLICT DO NOTHING"
+    for table, extra in (("labels", f", {TX_KEY} AS tx_key"), ("models", ""), ("reference_bins", ""))
+}
+# Decisions: the keys table records which keys this flush added (see schema.DECISION_KEYS). Usually all of
+# them are new, and every row goes in; after a replay, only the rows (and reasons) whose key this flush added.
+_NEW_KEYS = f"INSERT INTO {DECISION_KEYS} SELECT tx_id, $seq FROM batch_decisions ON CONFLICT DO NOTHING"
+_ONLY_NEW = f"WHERE tx_id IN (SELECT tx_id FROM {DECISION_KEYS} WHERE seq = $seq)"
+_INSERT_DECISIONS = (
+    f"INSERT INTO decisions BY NAME SELECT * EXCLUDE (reasons), $seq AS seq, {TX_KEY} AS tx_key "
+    "FROM batch_decisions {only_new}"
 )
+# Reasons ranked by |contribution|, largest first; a tie keeps the order the model gave.
+_INSERT_REASONS = """
+INSERT INTO reasons BY NAME
+SELECT tx_id, row_number() OVER (PARTITION BY tx_id ORDER BY abs(r.contribution) DESC, i) AS rank,
+       r.feature, r.label, r.value, r.contribution, $seq AS seq
+FROM (
+    SELECT tx_id, unnest(reasons) AS r, generate_subscripts(reasons, 1) AS i
+    FROM (SELECT tx_id, reasons FROM batch_decisions {only_new}) WHERE len(reasons) > 0
+)
+"""
 
 
 @dataclass(frozen=True)
@@ -84,6 +93,16 @@ class FlushResult:
     labels_inserted: int
     labels_duplicate: int
     exported_rows: int
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """Rows a retention run deleted, and the segment files it rewrote."""
+
+    decisions: int
+    reasons: int
+    labels: int
+    segments_rewritten: int
 
 
 def _lock(path: Path) -> int:
@@ -98,22 +117,15 @@ def _lock(path: Path) -> int:
 
 
 def _connect_writer(path: Path) -> duckdb.DuckDBPyConnection:
+    """The writer's connection, on one thread: a flush's batches are small, and measured on a shared 2-core
+    machine more threads cost more CPU in coordination than they saved (bench/audit_writer.py: 49k → 55k
+    decisions per CPU second, 34k → 45k per wall second, with one)."""
     try:
-        return duckdb.connect(str(path))
+        return duckdb.connect(str(path), config={"threads": 1})
     except duckdb.IOException as exc:
         if "lock" in str(exc).lower():
             raise StoreLockedError(f"another process holds {path}: {exc}") from exc
         raise AuditError(f"cannot open {path}: {exc}") from exc
-
-
-def _atomic_replace(tmp: Path, final: Path) -> None:
-    """Make ``tmp`` durable, then give it its final name, so a name that exists always has its whole file."""
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, final)
 
 
 class AuditStore:
@@ -129,6 +141,10 @@ class AuditStore:
     export_interval_s:
         Freshness bound for readers: a flush exports when this long has passed since the last export
         (0: every flush).
+    segment_rows, segment_open_s:
+        A segment file is rewritten by each export until it holds this many rows or has been open this long:
+        a query over a few large files is several times faster than over hundreds of small ones
+        (bench/audit_query.py), and an export rewrites at most ``segment_rows`` rows.
 
     >>> import tempfile
     >>> with AuditStore(tempfile.mkdtemp(), export_interval_s=0) as store:
@@ -137,7 +153,13 @@ class AuditStore:
     FlushResult(decisions_inserted=0, decisions_duplicate=0, labels_inserted=1, labels_duplicate=1, exported_rows=1)
     """
 
-    def __init__(self, root: str | Path, export_interval_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        export_interval_s: float = 10.0,
+        segment_rows: int = 250_000,
+        segment_open_s: float = 86_400.0,
+    ) -> None:
         if export_interval_s < 0:
             raise ValueError(f"export_interval_s must be >= 0, got {export_interval_s}")
         self.root = Path(root).absolute()
@@ -149,11 +171,16 @@ class AuditStore:
         self._lock_fd = _lock(self.root / _LOCK_FILE)
         try:
             self._con = _connect_writer(self.root / WRITER_DB)
-            for table in TABLES:
+            for table in (*TABLES, DECISION_KEYS):
                 self._con.execute(create_table_sql(table))
-            self._exported = {table: self._prepare_segments(table) for table in TABLES}
+            self._segments = {
+                table: Segments(self._con, self.root / SEGMENTS_DIR / table, table, segment_rows, segment_open_s)
+                for table in TABLES
+            }
+            exported = [segments.open() for segments in self._segments.values()]
             stored = [self._scalar(f"SELECT coalesce(max(seq), 0) FROM {table}") for table in TABLES]
-            self._seq = max(*stored, *self._exported.values())
+            self._seq = max(*stored, *exported)
+            self._models = {version for (version,) in self._con.execute("SELECT model_version FROM models").fetchall()}
             self._write_catalog()
             self._export()  # rows committed before a crash but never exported
         except BaseException as exc:
@@ -173,25 +200,35 @@ class AuditStore:
     def add_decisions(self, decisions: Iterable[Mapping]) -> None:
         """Buffer decoded ``Decision`` records until the next flush; all or none (InvalidRecordError names one)."""
         records = list(decisions)
-        if not records:
-            return
-        with self._mutex:
-            self._writer()
-            ords = sum(batch.num_rows for batch in self._pending["decisions"])
-            batch, reasons = decision_batches(records, first_ord=ords)
-            self._pending["decisions"].append(batch)
-            self._pending["reasons"].append(reasons)
+        if records:
+            self._buffer("decisions", decision_table(records))
+
+    def add_decision_table(self, table: pa.Table) -> None:
+        """Buffer a batch of decisions already in Arrow form (e.g. decoded from Avro in one go); all or none."""
+        if table.num_rows:
+            self._buffer("decisions", conform_decisions(table))
 
     def add_labels(self, labels: Iterable[Mapping]) -> None:
         """Buffer feedback labels, stamped with the time they arrive here (UTC); all or none."""
         records = list(labels)
-        if not records:
-            return
-        received_at = datetime.now(timezone.utc)
+        if records:
+            self._buffer("labels", label_table(records, datetime.now(timezone.utc)))
+
+    def add_model(self, version: str, reference: Mapping) -> None:
+        """Record a model version's feature names and training-data bins (``models.reference`` profile).
+
+        A version already recorded is ignored; see :meth:`has_model`.
+        """
+        models, bins = model_tables(version, reference, datetime.now(timezone.utc))
         with self._mutex:
             self._writer()
-            ords = sum(batch.num_rows for batch in self._pending["labels"])
-            self._pending["labels"].append(label_batch(records, ords, received_at))
+            self._append("models", models)
+            self._append("reference_bins", bins)
+            self._models.add(version)
+
+    def has_model(self, version: str) -> bool:
+        """Whether ``version``'s feature names are recorded (or buffered)."""
+        return version in self._models
 
     def flush(self) -> FlushResult:
         """Insert everything buffered in one transaction, then export if the freshness bound is due.
@@ -216,6 +253,43 @@ class AuditStore:
             self._writer()
             return self._export()
 
+    def prune(self, older_than_days: float, now: datetime | None = None) -> PruneResult:
+        """Delete decisions (with their reasons) by event time and labels by report time older than the cutoff.
+
+        Buffered rows are flushed first; the segments holding deleted rows are rewritten, so readers stop seeing
+        them at once.
+        """
+        if older_than_days <= 0:
+            raise ValueError(f"older_than_days must be > 0, got {older_than_days}")
+        cutoff = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).replace(tzinfo=None)
+        params = {"cutoff": cutoff - timedelta(days=older_than_days)}
+        old_decisions = "SELECT tx_id FROM decisions WHERE event_time < $cutoff"
+        targets = {
+            "reasons": f"tx_id IN ({old_decisions})",
+            DECISION_KEYS: f"tx_id IN ({old_decisions})",
+            "decisions": "event_time < $cutoff",
+            "labels": "reported_at < $cutoff",
+        }
+        with self._mutex:
+            self._insert_pending()
+            self._export()
+            con = self._writer()
+            deleted, seqs = {}, {}
+            try:
+                con.begin()
+                for table, condition in targets.items():  # decisions last: the others find theirs by its time
+                    if table in self._segments:
+                        seqs[table] = {seq for (seq,) in con.execute(f"SELECT DISTINCT seq FROM {table} WHERE {condition}", params).fetchall()}
+                    deleted[table] = self._scalar(f"DELETE FROM {table} WHERE {condition}", params)
+                con.commit()
+                rewritten = sum(self._segments[table].rewrite(table_seqs) for table, table_seqs in seqs.items())
+            except (duckdb.Error, OSError) as exc:
+                with contextlib.suppress(duckdb.Error):
+                    con.rollback()
+                raise AuditError(f"audit retention failed: {exc}") from exc
+        logger.info("audit retention: deleted %s, rewrote %d segment(s)", deleted, rewritten)
+        return PruneResult(deleted["decisions"], deleted["reasons"], deleted["labels"], rewritten)
+
     def close(self) -> None:
         """Flush, export and release the store, even when that last flush fails; a second close does nothing."""
         with self._mutex:
@@ -226,6 +300,16 @@ class AuditStore:
                 self._export()
             finally:
                 self._release()
+
+    def _buffer(self, table: str, batch: pa.Table) -> None:
+        with self._mutex:
+            self._writer()
+            self._append(table, batch)
+
+    def _append(self, table: str, batch: pa.Table) -> None:
+        """Buffer ``batch`` with ``ord``, each row's place among the table's buffered rows (the first copy wins)."""
+        first = sum(pending.num_rows for pending in self._pending[table])
+        self._pending[table].append(batch.append_column("ord", pa.array(range(first, first + batch.num_rows), pa.int64())))
 
     def _writer(self) -> duckdb.DuckDBPyConnection:
         if self._con is None:
@@ -248,25 +332,33 @@ class AuditStore:
         """Insert the buffers as flush number ``seq + 1``: (decisions inserted, duplicate, labels inserted, dup.)."""
         con = self._writer()
         buffered = {table: sum(b.num_rows for b in batches) for table, batches in self._pending.items()}
-        if not buffered["decisions"] and not buffered["labels"]:
+        if not any(buffered.values()):
             return 0, 0, 0, 0
         seq = self._seq + 1
-        inserted = {"decisions": 0, "labels": 0}
+        inserted = dict.fromkeys(TABLES, 0)
         try:
             con.begin()
+            batch_rows = {}
             for table, batches in self._pending.items():
                 if batches:
-                    con.register(f"batch_{table}", pa.concat_tables(batches))
+                    batch = _first_copies(pa.concat_tables(batches), PRIMARY_KEYS[table])
+                    con.register(f"batch_{table}", batch)
+                    batch_rows[table] = batch.num_rows
             if buffered["decisions"]:
-                inserted["decisions"] = self._scalar(_INSERT_DECISIONS, {"seq": seq})
-                self._scalar(_INSERT_REASONS, {"seq": seq})
-            if buffered["labels"]:
-                inserted["labels"] = self._scalar(_INSERT_LABELS, {"seq": seq})
+                new = self._scalar(_NEW_KEYS, {"seq": seq})
+                only_new = "" if new == batch_rows["decisions"] else _ONLY_NEW
+                inserted["decisions"] = self._scalar(_INSERT_DECISIONS.format(only_new=only_new), {"seq": seq})
+                self._scalar(_INSERT_REASONS.format(only_new=only_new), {"seq": seq})
+            for table, insert in _INSERTS.items():
+                if buffered[table]:
+                    inserted[table] = self._scalar(insert, {"seq": seq})
             con.commit()
-        except duckdb.Error as exc:
+        except BaseException as exc:
             with contextlib.suppress(duckdb.Error):
                 con.rollback()
-            raise AuditError(f"audit flush failed, {buffered} rows stay buffered: {exc}") from exc
+            if isinstance(exc, duckdb.Error):
+                raise AuditError(f"audit flush failed, {buffered} rows stay buffered: {exc}") from exc
+            raise
         finally:
             for table in TABLES:
                 con.unregister(f"batch_{table}")
@@ -279,49 +371,10 @@ class AuditStore:
             buffered["labels"] - inserted["labels"],
         )
 
-    def _segments(self, table: str) -> Path:
-        return self.root / SEGMENTS_DIR / table
-
-    def _prepare_segments(self, table: str) -> int:
-        """Drop temp files a crash left, write the empty seed segment views need, return the last exported seq."""
-        directory = self._segments(table)
-        directory.mkdir(parents=True, exist_ok=True)
-        for leftover in directory.glob(f"*{_TMP_SUFFIX}"):
-            logger.warning("removing %s, an export interrupted by a crash", leftover)
-            leftover.unlink()
-        if not (directory / segment_name(0, 0)).exists():
-            self._write_segment(table, 0, 0)  # seq starts at 1: a typed file with no rows
-        ranges = [segment_range(path.name) for path in directory.iterdir()]
-        return max(last for _, last in filter(None, ranges))
-
-    def _write_segment(self, table: str, first_seq: int, last_seq: int) -> None:
-        final = self._segments(table) / segment_name(first_seq, last_seq)
-        tmp = final.with_name(final.name + _TMP_SUFFIX)
-        self._writer().execute(
-            f"COPY (SELECT * FROM {table} WHERE seq BETWEEN {first_seq:d} AND {last_seq:d}) "
-            f"TO {sql_string(tmp)} (FORMAT parquet, COMPRESSION zstd)"
-        )
-        _atomic_replace(tmp, final)
-
     def _export(self) -> int:
-        """Write one segment per table of the rows with ``seq`` above its last export; returns rows exported."""
-        total = 0
+        """Export each table's rows flushed since its last export; returns the rows exported."""
         try:
-            for table in _EXPORT_ORDER:
-                row = (
-                    self._writer()
-                    .execute(
-                        f"SELECT min(seq), max(seq), count(*) FROM {table} WHERE seq > $after",
-                        {"after": self._exported[table]},
-                    )
-                    .fetchone()
-                )
-                first_seq, last_seq, rows = row if row else (None, None, 0)
-                if rows:
-                    self._write_segment(table, first_seq, last_seq)
-                    self._exported[table] = last_seq
-                    total += rows
-                    logger.debug("exported %d %s rows, seq %d..%d", rows, table, first_seq, last_seq)
+            total = sum(self._segments[table].export(self._seq) for table in _EXPORT_ORDER)
         except (duckdb.Error, OSError) as exc:
             raise AuditError(f"audit export to {self.root / SEGMENTS_DIR} failed: {exc}") from exc
         self._last_export = time.monotonic()
@@ -330,10 +383,10 @@ class AuditStore:
     def _write_catalog(self) -> None:
         """Rebuild ``catalog.duckdb`` (views only) under a temp name, so analysts holding the old one keep it."""
         final = self.root / CATALOG_DB
-        tmp = final.with_name(final.name + _TMP_SUFFIX)
+        tmp = final.with_name(final.name + ".tmp")
         for stale in (tmp, tmp.with_name(tmp.name + ".wal")):
             stale.unlink(missing_ok=True)
         with duckdb.connect(str(tmp)) as con:
             for statement in view_statements(self.root):
                 con.execute(statement)
-        _atomic_replace(tmp, final)
+        os.replace(tmp, final)

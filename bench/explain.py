@@ -29,7 +29,8 @@ from models.network import BehaviourModel, ModelArtifact, ModelInputs, default_l
 from models.replay import replay_features  # noqa: E402
 from models.simulate import simulate  # noqa: E402
 from models.train import TrainConfig  # noqa: E402
-from stream.pipeline import Scorer  # noqa: E402
+from stream.pipeline import Scorer
+from stream.privacy import DEMO_KEY, Tokenizer  # noqa: E402
 
 class UnexplainedScorer(Scorer):
     """The same scoring, decisions and alerts, with the explaining step skipped: the baseline."""
@@ -80,8 +81,8 @@ def throughput(artifact: ModelArtifact, features: ModelInputs, repeats: int, bat
         {"tx_id": str(index), "event_time": 0, "card_id": "c", "terminal_id": "t", "amount": float(row[0])}
         for index, row in enumerate(rows.features)
     ]
-    explained = Scorer(artifact, Explainer.for_artifact(artifact), threshold=threshold)
-    plain = UnexplainedScorer(artifact, Explainer.for_artifact(artifact), threshold=threshold)
+    explained = Scorer(artifact, Explainer.for_artifact(artifact), threshold=threshold, tokenize=Tokenizer(DEMO_KEY))
+    plain = UnexplainedScorer(artifact, Explainer.for_artifact(artifact), threshold=threshold, tokenize=Tokenizer(DEMO_KEY))
     times: dict[str, list[float]] = {"with": [], "without": []}
     alerts = 0
     for _ in range(repeats):

@@ -205,7 +205,7 @@ class ModelArtifact:
     log_features: tuple[str, ...] = ()
     """Features passed through ``log1p`` (negative values clipped to 0) before standardisation."""
     reference: dict = field(default_factory=dict)
-    """The training data's distribution of each feature and of the score, for drift monitoring."""
+    """The training rows' :func:`models.reference.reference_profile`, for drift monitoring (empty if unknown)."""
 
     def __post_init__(self) -> None:
         self._log_columns = np.array([self.feature_names.index(name) for name in self.log_features], dtype=np.int64)

@@ -24,7 +24,17 @@ from torch import nn
 from models.exceptions import ModelError, ModelIntegrityError, ModelNotFoundError
 from models.network import BehaviourModel, ModelArtifact, ModelInputs, version_matches
 
-__all__ = ["CHAMPION", "ModelArtifact", "champion_version", "list_versions", "load_artifact", "save_artifact", "set_champion"]
+__all__ = [
+    "CHAMPION",
+    "ModelArtifact",
+    "champion_version",
+    "list_versions",
+    "load_artifact",
+    "manifest_of",
+    "reference_of",
+    "save_artifact",
+    "set_champion",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +176,7 @@ def _verified(folder: Path, manifest: dict) -> ModelArtifact:
         trained_on=manifest["trained_on"],
         created_at=manifest["created_at"],
         log_features=tuple(manifest["log_features"]),
-        reference=manifest.get("reference", {}),
+        reference=manifest.get("reference") or {},
     )
 
 
@@ -179,6 +189,31 @@ def load_artifact(registry: str | Path, version: str | None = None) -> ModelArti
         return _verified(folder, manifest)
     except (KeyError, TypeError, ValueError, RuntimeError, OSError, EOFError, pickle.UnpicklingError) as error:
         raise ModelIntegrityError(f"model {folder.name!r} in {root} is incomplete or corrupt: {error}") from error
+
+
+def manifest_of(registry: str | Path, version: str) -> dict:
+    """The manifest of ``version`` as saved (weights not loaded nor checked): names, threshold, reference..."""
+    return _read_manifest(_folder(Path(registry), version))
+
+
+def reference_of(registry: str | Path, version: str) -> dict:
+    """The training data's reference profile of ``version`` (see :mod:`models.reference`); ``{}`` for a model
+    saved without one.
+
+    >>> import tempfile
+    >>> from datetime import datetime, timezone
+    >>> from models.network import BehaviourModel, new_version
+    >>> network = BehaviourModel(1, (2,), sequence_dim=4, summary_size=2)
+    >>> version = new_version(network, datetime(2026, 11, 22, tzinfo=timezone.utc))
+    >>> background = ModelInputs(np.zeros((1, 1)), np.zeros((1, 8, 4)))
+    >>> artifact = ModelArtifact(version, ("a",), network, np.zeros(1), np.ones(1), background, 0.5, 7.0,
+    ...                          reference={"bins": 2, "feature_names": ["a"]})
+    >>> with tempfile.TemporaryDirectory() as root:
+    ...     _ = save_artifact(artifact, root)
+    ...     reference_of(root, version)["feature_names"]
+    ['a']
+    """
+    return manifest_of(registry, version).get("reference") or {}
 
 
 def list_versions(registry: str | Path) -> list[dict]:

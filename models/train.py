@@ -30,6 +30,7 @@ from models.features import DAY, DEFAULT_LABEL_DELAY_DAYS, FEATURE_NAMES, SEQUEN
 from models.metrics import auc_roc, average_precision, card_precision_at_k
 from models.network import BehaviourModel, ModelArtifact, ModelInputs, default_log_features, new_version, sequence_inputs
 from models.provenance import code_version
+from models.reference import reference_profile
 
 __all__ = ["TrainConfig", "alert_threshold", "fit", "select_device", "time_range", "train_from_frame"]
 
@@ -227,6 +228,7 @@ def fit(
 
     valid_scores = artifact.predict_proba(x_valid)
     artifact.threshold = alert_threshold(valid_scores, config.alert_rate)
+    artifact.reference = reference_profile(x_train.features, artifact.predict_proba(x_train), names)  # drift baseline
     artifact.metrics = {"auc": auc_roc(y_valid, valid_scores), "ap": average_precision(y_valid, valid_scores)}
     created = datetime.now(timezone.utc)
     artifact.created_at = created.isoformat(timespec="seconds")

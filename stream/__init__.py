@@ -8,8 +8,9 @@ Read it in the order a transaction travels:
    keeps terminal state and adds terminal features; the score stage keeps card state, scores a batch
    with one model call and explains the alerts.
 3. :mod:`stream.pipeline`: what those agents do, as plain functions (features come from
-   :mod:`models.features`, scores from :mod:`models.registry`, reasons from :mod:`explain`).
+   :mod:`models.features`, scores from :mod:`models.registry`, reasons from :mod:`explain`);
+   :mod:`stream.privacy` turns card ids into keyed tokens before anything leaves the worker.
 4. :mod:`stream.audit_writer`: the one process that appends decisions and labels to the DuckDB store
-   (:mod:`audit`).
+   (:mod:`audit`), reading each poll of decisions in one go (:mod:`stream.avro_batch`).
 5. :mod:`stream.cli`, :mod:`stream.producer`, :mod:`stream.demo`: the ``riskstream`` command.
 """

@@ -24,6 +24,7 @@ from stream.codec import AvroCodec, register_faust_codecs
 from stream.pipeline import Reject, ScoredBatch, Scorer, apply_card_stage, apply_terminal_stage, decode_valid
 from stream.probes import add_probes
 from stream.security import faust_credentials
+from stream.privacy import Tokenizer, load_tokenizer
 from stream.settings import Settings
 from stream.validation import validate_feedback, validate_transaction
 
@@ -38,8 +39,9 @@ class Serving:
     batches in order.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, tokenize: Tokenizer) -> None:
         self.settings = settings
+        self.tokenize = tokenize
         self.ready = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="riskstream-score")
         self.scorer: Scorer | None = None
@@ -56,6 +58,7 @@ class Serving:
             threshold=self.settings.threshold,
             top_reasons=self.settings.top_reasons,
             tolerance=self.settings.explanation_tolerance,
+            tokenize=self.tokenize,
         )
 
     async def start(self) -> None:
@@ -68,7 +71,11 @@ class Serving:
 
 
 def create_app(settings: Settings) -> faust.App:
-    """Build the worker's app: ingest → card stage → terminal stage (which scores), plus its operational pages."""
+    """Build the worker's app: ingest → card stage → terminal stage (which scores), plus its operational pages.
+
+    Refuses (ConfigurationError) when there is no key for card tokens outside demo mode.
+    """
+    tokenize = load_tokenizer(settings)
     app = faust.App(
         settings.app_id,
         broker=settings.broker_url,
@@ -90,7 +97,7 @@ def create_app(settings: Settings) -> faust.App:
         value_serializer="raw",
     )
     register_faust_codecs()  # "avro-transaction", "avro-decision", ... for topics that want Faust to decode
-    serving = Serving(settings)
+    serving = Serving(settings, tokenize)
     codecs = {name: AvroCodec(name) for name in ("Transaction", "Feedback", "TerminalEvent", "Decision", "Alert")}
 
     def topic(name: str, internal: bool = False) -> faust.TopicT:

@@ -2,6 +2,10 @@
 
 Exactly one runs (DuckDB allows one writing process). Offsets are committed only after the store has
 flushed, and the store ignores a second copy of a tx_id, so a crash re-delivers without doubling anything.
+Decisions are decoded a whole poll at a time (:mod:`stream.avro_batch`); the first decision of a model
+version records that version's feature names and training-data bins from the registry, which name the
+stored features and are the baseline of the ``drift`` view. Label card ids are tokenized here (decisions
+arrive tokenized by the worker), and with ``audit_retention_days`` set the writer deletes older rows hourly.
 """
 
 from __future__ import annotations
@@ -11,18 +15,25 @@ import signal
 import time
 from types import FrameType
 
+import pyarrow.compute as pc
 from kafka import KafkaConsumer
 
-from audit import AuditStore
+from audit import AuditStore, InvalidRecordError
+from models.exceptions import ModelError
+from models.registry import manifest_of
+from stream.avro_batch import AvroBatchDecoder
 from stream.codec import AvroCodec
 from stream.exceptions import EventDecodeError
 from stream.security import kafka_python_options
+from stream.privacy import load_tokenizer
 from stream.settings import Settings
 from stream.validation import validate_feedback
 
 logger = logging.getLogger(__name__)
 
 MAX_BUFFERED = 20_000
+RETENTION_EVERY_S = 3600.0
+MODEL_RETRY_S = 300.0
 
 
 class AuditWriter:
@@ -30,9 +41,12 @@ class AuditWriter:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.codecs = {settings.decisions_topic: AvroCodec("Decision"), settings.feedback_topic: AvroCodec("Feedback")}
+        self.tokenize = load_tokenizer(settings)  # refuses to start without a key outside demo mode
+        self.decisions = AvroBatchDecoder(AvroCodec("Decision"))
+        self.feedback = AvroCodec("Feedback")
         self.rejected = 0
         self._stopping = False
+        self._missing_models: dict[str, float] = {}  # version -> when the registry last failed to give it
 
     def stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
         """Finish the current batch, flush, commit and exit (also the SIGTERM/SIGINT handler)."""
@@ -40,35 +54,45 @@ class AuditWriter:
 
     def run(self, max_idle_s: float | None = None) -> None:
         """Consume until stopped (or until ``max_idle_s`` pass with nothing new, for batch jobs)."""
+        settings = self.settings
         consumer = KafkaConsumer(
-            *self.codecs,
-            bootstrap_servers=self.settings.bootstrap_servers,
-            group_id=f"{self.settings.app_id}-audit",
+            settings.decisions_topic,
+            settings.feedback_topic,
+            bootstrap_servers=settings.bootstrap_servers,
+            group_id=f"{settings.app_id}-audit",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            client_id=f"{self.settings.app_id}-audit",
+            client_id=f"{settings.app_id}-audit",
             max_poll_records=5000,
-            session_timeout_ms=int(self.settings.session_timeout_s * 1000),
-            heartbeat_interval_ms=int(self.settings.session_timeout_s * 1000 // 3),
-            **kafka_python_options(self.settings),
+            session_timeout_ms=int(settings.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(settings.session_timeout_s * 1000 // 3),
+            **kafka_python_options(settings),
         )
-        store = AuditStore(self.settings.audit_dir, export_interval_s=self.settings.audit_export_interval_s)
+        store = AuditStore(settings.audit_dir, export_interval_s=settings.audit_export_interval_s)
         last_flush = last_export = last_data = time.monotonic()
+        last_prune = -float("inf")
         buffered = 0
         try:
             while not self._stopping:
                 polled = consumer.poll(timeout_ms=200)
                 for partition, messages in polled.items():
-                    buffered += self._add(store, partition.topic, [message.value for message in messages])
+                    values = [message.value for message in messages]
+                    if partition.topic == settings.decisions_topic:
+                        buffered += self.add_decisions(store, values)
+                    else:
+                        buffered += self.add_labels(store, values)
                 now = time.monotonic()
                 if polled:
                     last_data = now
-                if buffered and (buffered >= MAX_BUFFERED or now - last_flush >= self.settings.audit_flush_interval_s):
+                if buffered and (buffered >= MAX_BUFFERED or now - last_flush >= settings.audit_flush_interval_s):
                     self._flush(store, consumer)
                     buffered, last_flush = 0, now
-                if now - last_export >= self.settings.audit_export_interval_s:
+                if now - last_export >= settings.audit_export_interval_s:
                     store.export()  # rows flushed since the last export become visible to analysts
                     last_export = now
+                if settings.audit_retention_days and now - last_prune >= RETENTION_EVERY_S:
+                    store.prune(settings.audit_retention_days)
+                    last_prune = now
                 if max_idle_s is not None and now - last_data > max_idle_s:
                     break
             self._flush(store, consumer)
@@ -76,25 +100,67 @@ class AuditWriter:
             store.close()
             consumer.close(autocommit=False)
 
-    def _add(self, store: AuditStore, topic: str, values: list[bytes | None]) -> int:
-        codec = self.codecs[topic]
+    def add_decisions(self, store: AuditStore, values: list[bytes | None]) -> int:
+        """Decode a poll's decisions in one go and buffer them; unreadable ones are counted and skipped."""
+        batch = self.decisions.decode(values)
+        self._skip(len(batch.errors), "decision", batch.errors[0][1] if batch.errors else None)
+        versions = set(pc.unique(batch.table.column("model_version")).to_pylist()) if batch.table is not None else set()
+        versions.update(record.get("model_version") for record in batch.records)
+        self._record_models(store, {version for version in versions if isinstance(version, str)})
+        try:
+            if batch.table is not None:
+                store.add_decision_table(batch.table)
+            store.add_decisions(batch.records)
+            return batch.decoded
+        except InvalidRecordError:
+            return self._add_one_by_one(store, values)
+
+    def add_labels(self, store: AuditStore, values: list[bytes | None]) -> int:
+        """Decode, validate and tokenize feedback labels and buffer them; bad ones are counted and skipped."""
         records = []
         for value in values:
             try:
-                record = codec.decode(value or b"")
-                if topic == self.settings.feedback_topic:
-                    validate_feedback(record)
+                record = self.feedback.decode(value or b"")
+                validate_feedback(record)
             except EventDecodeError as error:
-                # The worker dead-letters bad feedback; the writer only counts and skips it.
-                self.rejected += 1
-                logger.debug("audit writer skipped a %s message: %s", topic, error)
+                self._skip(1, "feedback", error)  # the worker dead-letters bad feedback; the writer only counts it
                 continue
+            if record.get("card_id"):
+                record["card_id"] = self.tokenize(record["card_id"])
             records.append(record)
-        if topic == self.settings.decisions_topic:
-            store.add_decisions(records)
-        else:
-            store.add_labels(records)
+        store.add_labels(records)
         return len(records)
+
+    def _add_one_by_one(self, store: AuditStore, values: list[bytes | None]) -> int:
+        """The slow path for a batch holding a decision the store refuses: each alone, the bad ones skipped."""
+        added = 0
+        for value in values:
+            try:
+                store.add_decisions([self.decisions.codec.decode(value or b"")])
+                added += 1
+            except (EventDecodeError, InvalidRecordError) as error:
+                self._skip(1, "decision", error)
+        return added
+
+    def _record_models(self, store: AuditStore, versions: set[str]) -> None:
+        """Record unseen model versions' feature names and reference bins from the registry, when it has them."""
+        now = time.monotonic()
+        for version in versions:
+            if store.has_model(version) or now - self._missing_models.get(version, -MODEL_RETRY_S) < MODEL_RETRY_S:
+                continue
+            try:
+                manifest = manifest_of(self.settings.model_registry, version)
+            except ModelError as error:
+                self._missing_models[version] = now
+                logger.warning("model %s is not in the registry (%s): its features stay unnamed, no drift baseline", version, error)
+                continue
+            store.add_model(version, manifest.get("reference") or {"feature_names": manifest["feature_names"]})
+            logger.info("audit store: recorded model %s", version)
+
+    def _skip(self, count: int, kind: str, error: Exception | None) -> None:
+        if count:
+            self.rejected += count
+            logger.warning("audit writer skipped %d %s message(s), e.g.: %s", count, kind, error)
 
     def _flush(self, store: AuditStore, consumer: KafkaConsumer) -> None:
         result = store.flush()

@@ -213,6 +213,36 @@ def audit_writer() -> None:
     run_audit_writer(Settings())
 
 
+@main.group()
+def audit() -> None:
+    """The audit store."""
+
+
+@audit.command("prune")
+@click.option("--days", type=click.IntRange(min=1), default=None, help="Delete rows older than this (default: RISKSTREAM_AUDIT_RETENTION_DAYS).")
+@click.option("--audit-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Audit store (default: RISKSTREAM_AUDIT_DIR).")
+def audit_prune(days: int | None, audit_dir: Path | None) -> None:
+    """Delete audit rows older than N days (decisions by event time, labels by report time) now.
+
+    The store has one writer: while ``riskstream audit-writer`` runs, it applies RISKSTREAM_AUDIT_RETENTION_DAYS
+    itself every hour, and this command refuses.
+    """
+    from audit import AuditError, AuditStore, StoreLockedError
+
+    settings = _settings(audit_dir=audit_dir, audit_retention_days=days)
+    if settings.audit_retention_days is None:
+        raise click.UsageError("give --days or set RISKSTREAM_AUDIT_RETENTION_DAYS")
+    try:
+        with AuditStore(settings.audit_dir, export_interval_s=settings.audit_export_interval_s) as store:
+            result = store.prune(settings.audit_retention_days)
+    except StoreLockedError as error:
+        raise click.ClickException(f"{error}; the running writer prunes by RISKSTREAM_AUDIT_RETENTION_DAYS") from error
+    except AuditError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"deleted {result.decisions:,} decisions, {result.reasons:,} reasons, {result.labels:,} labels "
+               f"older than {settings.audit_retention_days} days; rewrote {result.segments_rewritten} segment file(s)")
+
+
 @main.command("create-topics")
 def create_topics_command() -> None:
     """Create riskstream's topics with RISKSTREAM_PARTITIONS partitions each."""

@@ -55,6 +55,7 @@ def run_demo(workdir: Path, customers: int = 1000, days: int = 35, seed: int = 7
             "audit_export_interval_s": 2.0,
             "session_timeout_s": 6.0,
             "rebalance_timeout_s": 4.0,
+            "demo_mode": True,  # card tokens under the public demo key; a service needs RISKSTREAM_HMAC_KEY
         }
         settings = Settings(**overrides)
         click.echo(f"[1/5] embedded broker on {broker.url}")

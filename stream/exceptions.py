@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["EventDecodeError", "EventEncodeError", "EventValidationError", "StreamError"]
+__all__ = ["ConfigurationError", "EventDecodeError", "EventEncodeError", "EventValidationError", "StreamError"]
 
 
 class StreamError(Exception):
@@ -44,4 +44,11 @@ class EventEncodeError(StreamError, ValueError):
 
     This is a bug or a schema/code mismatch after an upgrade, not bad input: the message is not
     sent. Operators: check that the deployed schemas and code come from the same release.
+    """
+
+
+class ConfigurationError(StreamError, ValueError):
+    """The service is configured so that it must not start (e.g. no HMAC key for card tokens outside demo mode).
+
+    Operators: the message names the setting to fix; nothing has been read or written yet.
     """

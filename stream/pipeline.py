@@ -140,7 +140,11 @@ class ScoredBatch:
 
 
 class Scorer:
-    """Scores a batch with one model call and explains only the alerts, in one more call."""
+    """Scores a batch with one model call and explains only the alerts, in one more call.
+
+    ``tokenize`` (e.g. :class:`stream.privacy.Tokenizer`) replaces the card id in every decision and alert,
+    so no raw card id leaves the worker.
+    """
 
     def __init__(
         self,
@@ -149,7 +153,10 @@ class Scorer:
         threshold: float | None = None,
         top_reasons: int = 5,
         tolerance: float = 1e-4,
+        *,
+        tokenize: Callable[[str], str],
     ) -> None:
+        self.tokenize = tokenize
         self.artifact = artifact
         self.explainer = explainer
         self.threshold = artifact.threshold if threshold is None else threshold
@@ -172,7 +179,7 @@ class Scorer:
             decision = {
                 "tx_id": transaction["tx_id"],
                 "event_time": transaction["event_time"],
-                "card_id": transaction["card_id"],
+                "card_id": self.tokenize(transaction["card_id"]),
                 "terminal_id": transaction["terminal_id"],
                 "amount": transaction["amount"],
                 "score": float(scores[row]),
@@ -181,7 +188,7 @@ class Scorer:
                 "is_alert": row in explanations,
                 "model_version": self.artifact.version,
                 "decided_at": decided_at,
-                "features": dict(zip(self.artifact.feature_names, map(float, features[row]))),
+                "features": features[row].tolist(),  # in artifact.feature_names order
                 "base_value": None,
                 "additivity_gap": None,
                 "explanation_flagged": row in flagged,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -28,3 +29,32 @@ def small_raw() -> pd.DataFrame:
 @pytest.fixture(scope="session")
 def small_frame(small_raw: pd.DataFrame) -> pd.DataFrame:
     return normalize(small_raw)
+
+
+def _strings(value: object) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.items():
+            yield from _strings(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _strings(item)
+
+
+@pytest.fixture(scope="session")
+def stored_strings() -> Callable[[Path], dict[str, set[str]]]:
+    """Every string held anywhere in an audit store, by ``view.column``, nested values (maps, lists) too."""
+    from audit import connect
+
+    def collect(root: Path) -> dict[str, set[str]]:
+        found: dict[str, set[str]] = {}
+        with connect(root) as con:
+            views = [name for (name,) in con.sql("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()]
+            for view in views:
+                result = con.sql(f"SELECT * FROM {view}")
+                for column, values in zip(result.columns, zip(*result.fetchall())):
+                    found.setdefault(f"{view}.{column}", set()).update(_strings(values))
+        return found
+
+    return collect

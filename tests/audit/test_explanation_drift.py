@@ -20,7 +20,7 @@ def alert(tx_id: str, day: int, leading: str | None) -> dict:
     return {
         "tx_id": tx_id, "event_time": T0 + day * DAY_MS + 3_600_000, "card_id": "c", "terminal_id": "t",
         "amount": 250.0, "score": 0.9, "score_logit": 2.2, "threshold": 0.5, "is_alert": True, "model_version": "v1",
-        "decided_at": T0 + day * DAY_MS + 3_600_500, "features": {"amount": 250.0}, "base_value": -0.1,
+        "decided_at": T0 + day * DAY_MS + 3_600_500, "features": [250.0], "base_value": -0.1,
         "additivity_gap": 0.0 if reasons else None, "explanation_flagged": not reasons, "reasons": reasons,
     }
 

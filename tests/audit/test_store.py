@@ -15,10 +15,11 @@ import duckdb
 import pytest
 
 import audit
-from audit import AuditError, AuditStore, InvalidRecordError, StoreLockedError, connect, query
+from audit import VIEWS, AuditError, AuditStore, InvalidRecordError, StoreLockedError, connect, query
 
 REPO = Path(audit.__file__).resolve().parent.parent
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z in epoch millis
+FEATURES = {"feature_names": ["amount_z", "card_tx_count_1d"]}  # model v1's names, the order of ``features``
 
 
 def decision(tx_id: str, *, alert: bool = False, score: float = 0.1, model: str = "v1") -> dict:
@@ -35,7 +36,7 @@ def decision(tx_id: str, *, alert: bool = False, score: float = 0.1, model: str 
     return {
         "tx_id": tx_id, "event_time": T0, "card_id": "card-1", "terminal_id": "term-1", "amount": 42.5,
         "score": score, "score_logit": -2.0, "threshold": 0.5, "is_alert": alert, "model_version": model,
-        "decided_at": T0 + 250, "features": {"amount_z": 4.0, "card_tx_count_1d": 7.0},
+        "decided_at": T0 + 250, "features": [4.0, 7.0],
         "base_value": -1.0 if alert else None, "additivity_gap": 1e-9 if alert else None, "reasons": reasons,
     }
 
@@ -97,10 +98,11 @@ def root(tmp_path: Path) -> Path:
 
 def test_decisions_reasons_and_features_round_trip_through_the_reader(root: Path) -> None:
     with AuditStore(root, export_interval_s=0) as store:
+        store.add_model("v1", FEATURES)
         store.add_decisions([decision("t1"), decision("t2", alert=True, score=0.93)])
         result = store.flush()
     assert (result.decisions_inserted, result.decisions_duplicate) == (2, 0)
-    assert result.exported_rows == 2 + 3  # two decisions, three reasons
+    assert result.exported_rows == 2 + 3 + 1  # two decisions, three reasons, one model
 
     got = rows(root, "SELECT tx_id, event_time, decided_at, features['card_tx_count_1d'], base_value "
                      "FROM decisions ORDER BY tx_id")
@@ -148,7 +150,8 @@ def test_exact_duplicate_labels_are_ignored_and_a_second_verdict_is_kept(root: P
 
     assert (first.labels_inserted, first.labels_duplicate) == (1, 1)
     assert (second.labels_inserted, second.labels_duplicate) == (1, 1)
-    assert rows(root, "SELECT count(*) FROM labels") == [(2,)]
+    assert rows(root, "SELECT count(*) FROM label_history") == [(2,)]
+    assert rows(root, "SELECT tx_id, is_fraud, source, reports FROM labels") == [("t1", False, "analyst", 2)]
     assert rows(root, "SELECT tx_id, label, label_source FROM decisions_labelled ORDER BY tx_id") == [
         ("t1", False, "analyst"), ("t2", None, None),  # the latest verdict wins; unlabelled stays NULL
     ]
@@ -163,8 +166,13 @@ def test_readers_see_rows_once_exported_into_named_segments(root: Path) -> None:
         store.flush()
         assert store.export() == 2
         assert rows(root, "SELECT count(*) FROM decisions") == [(2,)]
-        assert segments(root, "decisions") == ["000000000000-000000000000.parquet", "000000000001-000000000002.parquet"]
+        assert segments(root, "decisions") == ["000000000000.parquet", "000000000001.parquet"]
         assert store.export() == 0
+        store.add_decisions([decision("t3")])
+        store.flush()
+        assert store.export() == 1  # the open segment is rewritten with the new row, not a new file
+        assert segments(root, "decisions") == ["000000000000.parquet", "000000000001.parquet"]
+        assert rows(root, "SELECT count(*), max(seq) FROM decisions") == [(3, 3)]
 
 
 def test_reader_works_beside_an_open_writer_in_the_same_process(root: Path) -> None:
@@ -185,7 +193,7 @@ def test_readers_and_catalog_work_while_another_process_holds_the_writer(root: P
         assert rows(root, "SELECT count(*) FROM decisions") == [(2,)]
         with duckdb.connect(str(root / "catalog.duckdb"), read_only=True) as con:
             views = {name for (name,) in con.sql("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
-            assert views == {"decisions", "reasons", "labels", "alerts", "decisions_labelled", "explanation_drift"}
+            assert views == set(VIEWS)
             assert con.sql("SELECT tx_id FROM alerts").fetchall() == [("t1",)]
 
 
@@ -221,10 +229,10 @@ def test_committed_rows_a_crash_left_unexported_are_exported_at_reopen(root: Pat
 def test_a_crash_during_export_leaves_no_partial_file_and_no_duplicate(root: Path) -> None:
     crashing_writer(root, [decision("t1"), decision("t2", alert=True)], export_interval_s=0)
     decisions_dir = root / "segments" / "decisions"
-    assert segments(root, "decisions")[-1] == "000000000001-000000000001.parquet"
+    assert segments(root, "decisions")[-1] == "000000000001.parquet"
     # as if the crash came during the export: the rename never happened, a partial temp file remains
-    (decisions_dir / "000000000001-000000000001.parquet").rename(decisions_dir / "000000000001-000000000001.parquet.tmp")
-    (decisions_dir / "000000000001-000000000001.parquet.tmp").write_bytes(b"PAR1 partial")
+    (decisions_dir / "000000000001.parquet").rename(decisions_dir / "000000000001.parquet.tmp")
+    (decisions_dir / "000000000001.parquet.tmp").write_bytes(b"PAR1 partial")
     assert rows(root, "SELECT count(*) FROM decisions") == [(0,)]  # readers never see the partial file
 
     with AuditStore(root, export_interval_s=0) as store:
@@ -234,9 +242,7 @@ def test_a_crash_during_export_leaves_no_partial_file_and_no_duplicate(root: Pat
         ("t1", 1), ("t2", 1), ("t3", 1),
     ]
     assert rows(root, "SELECT count(*), count(DISTINCT rank) FROM reasons") == [(3, 3)]
-    assert segments(root, "decisions") == [
-        "000000000000-000000000000.parquet", "000000000001-000000000001.parquet", "000000000002-000000000002.parquet",
-    ]
+    assert segments(root, "decisions") == ["000000000000.parquet", "000000000001.parquet"]
 
 
 def test_an_invalid_record_rejects_its_whole_call_and_names_itself(root: Path) -> None:
@@ -274,3 +280,27 @@ def test_query_is_read_only_and_needs_a_store(root: Path, tmp_path: Path) -> Non
     assert query(root, "SUMMARIZE decisions").num_rows > 0
     with pytest.raises(AuditError, match="no audit store"):
         connect(tmp_path / "nowhere")
+
+
+def test_queries_never_fail_while_another_process_rewrites_the_open_segment(root: Path) -> None:
+    """Each flush of the writer below replaces the open segment file; readers see whole versions only."""
+    batches = [[decision(f"t{i}-{j}") for j in range(200)] for i in range(40)]
+    (root.parent / "records.json").write_text(json.dumps(batches))
+    script = (
+        "import json, sys; from audit import AuditStore\n"
+        "store = AuditStore(sys.argv[1], export_interval_s=0)\n"
+        "print('ready', flush=True)\n"
+        "for batch in json.loads(open(sys.argv[2]).read()): store.add_decisions(batch); store.flush()\n"
+        "store.close()\n"
+    )
+    proc = _python(script, root, 0)
+    assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+    seen = []
+    while proc.poll() is None:
+        seen.append(query(root, "SELECT count(*) AS n, count(DISTINCT tx_id) AS d FROM decisions").to_pylist()[0])
+    proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert len(seen) > 5 and all(row["n"] == row["d"] and row["n"] % 200 == 0 for row in seen)
+    assert [row["n"] for row in seen] == sorted(row["n"] for row in seen)
+    assert segments(root, "decisions") == ["000000000000.parquet", "000000000001.parquet"]
+    assert rows(root, "SELECT count(*) FROM decisions") == [(8000,)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from stream.codec import AvroCodec
 from stream.embedded import EmbeddedBroker, free_port
 from stream.local import LocalServices
 from stream.metrics import sample_total, scrape
+from stream.privacy import DEMO_KEY, Tokenizer
 from stream.producer import produce, replay_events, send_raw, transaction_record
 from stream.topics import create_topics
 
@@ -59,7 +61,9 @@ def consume_all(bootstrap: list[str], topic: str, expected: int, timeout_s: floa
     return messages
 
 
-def test_transactions_are_scored_explained_and_audited(broker: EmbeddedBroker, small_frame: pd.DataFrame, tmp_path: Path) -> None:
+def test_transactions_are_scored_explained_and_audited(
+    broker: EmbeddedBroker, small_frame: pd.DataFrame, tmp_path: Path, stored_strings: Callable[[Path], dict[str, set[str]]]
+) -> None:
     frame = small_frame[small_frame["time"] < small_frame["time"].min() + 14 * 86_400].reset_index(drop=True)
     history = frame[frame["time"] < frame["time"].min() + 10 * 86_400].reset_index(drop=True)
     artifact = train_from_frame(history, replay_features(history), valid_days=3, config=TrainConfig(epochs=8))
@@ -80,6 +84,7 @@ def test_transactions_are_scored_explained_and_audited(broker: EmbeddedBroker, s
         "audit_flush_interval_s": 0.5,
         "session_timeout_s": 6.0,
         "rebalance_timeout_s": 4.0,
+        "demo_mode": True,
     }
     save_artifact(artifact, overrides["model_registry"])
     bad = malformed_messages(frame)
@@ -136,6 +141,12 @@ def test_transactions_are_scored_explained_and_audited(broker: EmbeddedBroker, s
     gaps = (sums["base_value"] + sums["total"] - sums["score_logit"]).abs()
     assert gaps.max() <= 1e-4
     assert (sums["additivity_gap"] <= 1e-4).all()
+    # privacy: no raw card id in the audit store or on the alerts topic, only their tokens
+    token_of = {tx_id: Tokenizer(DEMO_KEY)(str(card)) for tx_id, card in zip(frame["tx_id"], frame["card_id"])}
+    assert all(alert["card_id"] == token_of[alert["tx_id"]] for alert in decoded)
+    stored_cards = {column: values for column, values in stored_strings(settings.audit_dir).items() if column.endswith(".card_id")}
+    assert stored_cards["decisions.card_id"] == {token_of[tx_id] for tx_id in frame["tx_id"]}
+    assert all(values <= set(token_of.values()) for values in stored_cards.values())
     for alert in decoded:
         assert 1 <= len(alert["reasons"]) <= 5
         assert alert["additivity_gap"] <= 1e-4

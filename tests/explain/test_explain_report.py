@@ -19,6 +19,7 @@ from models.replay import replay_features
 from stream.cli import main
 from stream.producer import transaction_record
 from stream.pipeline import Scorer
+from stream.privacy import DEMO_KEY, Tokenizer
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -37,7 +38,7 @@ def store(small_frame: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -
     artifact.scaler_mean, artifact.scaler_scale = transformed.mean(axis=0), transformed.std(axis=0) + 1e-9
     threshold = float(np.quantile(artifact.predict_proba(features), 0.9))
     transactions = [transaction_record(row) for row in frame.to_dict("records")]
-    batch = Scorer(artifact, Explainer.for_artifact(artifact), threshold=threshold).score(transactions, features)
+    batch = Scorer(artifact, Explainer.for_artifact(artifact), threshold=threshold, tokenize=Tokenizer(DEMO_KEY)).score(transactions, features)
     root = tmp_path_factory.mktemp("explain") / "audit"
     with AuditStore(root, export_interval_s=0) as audit:
         audit.add_decisions(batch.decisions)

@@ -12,7 +12,8 @@ from models.dataset import normalize
 from models.exceptions import ModelError
 from models.features import DAY, FEATURE_NAMES
 from models.network import ModelInputs
-from models.registry import load_artifact, save_artifact
+from models.reference import population_stability
+from models.registry import load_artifact, reference_of, save_artifact
 from models.replay import replay_features
 from models.simulate import simulate
 from models.train import TrainConfig, alert_threshold, fit, train_from_frame
@@ -68,6 +69,19 @@ def test_saved_and_loaded_model_scores_identically(tmp_path, history, artifact):
     loaded = load_artifact(tmp_path)
     assert np.array_equal(loaded.predict_proba(features[:500]), artifact.predict_proba(features[:500]))
     assert loaded.threshold == artifact.threshold and loaded.metrics == artifact.metrics
+
+
+def test_the_manifest_carries_the_training_rows_reference_profile(tmp_path, history, artifact):
+    _, features = history
+    save_artifact(artifact, tmp_path)
+    reference = reference_of(tmp_path, artifact.version)
+    assert reference == artifact.reference and reference["feature_names"] == list(FEATURE_NAMES)
+    for entry in [reference["score"], *reference["features"].values()]:
+        assert len(entry["expected"]) == len(entry["edges"]) + 1 and sum(entry["expected"]) == pytest.approx(1.0)
+    # the whole file's amounts are stable against the training rows' ones; amounts doubled are not
+    amounts = features.features[:, FEATURE_NAMES.index("amount")]
+    assert population_stability(reference["features"]["amount"], amounts) < 0.05
+    assert population_stability(reference["features"]["amount"], 2 * amounts) > 0.25
 
 
 def test_the_same_seed_gives_the_same_model(history):

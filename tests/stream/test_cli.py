@@ -35,3 +35,17 @@ def test_sql_answers_reads_and_refuses_writes(tmp_path: Path) -> None:
     assert result.exit_code == 0 and result.output.splitlines() == ["n", "0"]
     result = runner.invoke(main, ["sql", "--audit-dir", str(tmp_path), "DELETE FROM decisions"])
     assert result.exit_code != 0 and "read-only" in result.output
+
+
+def test_audit_prune_deletes_old_rows_and_refuses_beside_a_running_writer(tmp_path: Path) -> None:
+    old = {"tx_id": "old", "is_fraud": True, "source": "chargeback", "reported_at": 1_767_225_600_000}  # 2026-01-01
+    with AuditStore(tmp_path, export_interval_s=0) as store:
+        store.add_labels([old])
+    runner = CliRunner()
+    with AuditStore(tmp_path):
+        result = runner.invoke(main, ["audit", "prune", "--days", "1", "--audit-dir", str(tmp_path)])
+        assert result.exit_code != 0 and "RISKSTREAM_AUDIT_RETENTION_DAYS" in result.output
+    result = runner.invoke(main, ["audit", "prune", "--audit-dir", str(tmp_path)], env={"RISKSTREAM_AUDIT_RETENTION_DAYS": "1"})
+    assert result.exit_code == 0 and "1 labels" in result.output, result.output
+    result = runner.invoke(main, ["sql", "--audit-dir", str(tmp_path), "--format", "csv", "SELECT count(*) AS n FROM label_history"])
+    assert result.output.splitlines() == ["n", "0"]

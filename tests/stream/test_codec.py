@@ -65,7 +65,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "Decision": {
         **DECIDED,
         "is_alert": True,
-        "features": {"amount": 42.5, "card_tx_count_1d": 3.0},
+        "features": [42.5, 3.0],
         "base_value": -3.0,
         "additivity_gap": 1e-9,
         "explanation_flagged": False,
@@ -80,7 +80,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "reasons": [REASON, {**REASON, "feature": "card_tx_count_1d", "contribution": 0.5}],
     },
     "TerminalEvent": {"transaction": None, "feedback": FEEDBACK},
-    "EnrichedTransaction": {"transaction": TRANSACTION, "card_features": [1.0, 20.0, 3.0, 15.5, 9.0, 18.25]},
+    "EnrichedTransaction": {"transaction": TRANSACTION, "card_features": [1.0, 20.0, 3.0, 15.5, 9.0, 18.25], "card_sequence": [1.0, 0.5, 2.3, 0.0]},
 }
 SCHEMAS = sorted(SAMPLES)
 

@@ -17,9 +17,12 @@ from models.replay import replay_features
 from models.train import TrainConfig, train_from_frame
 from stream.codec import AvroCodec
 from stream.pipeline import Scorer, apply_card_stage, apply_terminal_stage, decode_valid
+from stream.privacy import DEMO_KEY, Tokenizer
 from stream.producer import replay_events, transaction_record
 from stream.settings import Settings
 from stream.validation import validate_transaction
+
+TOKENIZE = Tokenizer(DEMO_KEY)
 
 
 def stream_features(frame: pd.DataFrame, batch: int = 97) -> tuple[list[str], ModelInputs]:
@@ -134,8 +137,8 @@ def encoded_round_trip(batch) -> None:
 
 def test_alerts_whose_reasons_do_not_add_up_are_flagged_and_still_sent(scored) -> None:
     artifact, transactions, features = scored
-    honest = Scorer(artifact, Explainer.for_artifact(artifact), threshold=0.0).score(transactions, features)
-    broken = Scorer(artifact, ShiftedExplainer.for_artifact(artifact), threshold=0.0).score(transactions, features)
+    honest = Scorer(artifact, Explainer.for_artifact(artifact), threshold=0.0, tokenize=TOKENIZE).score(transactions, features)
+    broken = Scorer(artifact, ShiftedExplainer.for_artifact(artifact), threshold=0.0, tokenize=TOKENIZE).score(transactions, features)
     assert (honest.flagged, len(honest.alerts)) == (0, 40)
     assert (broken.flagged, len(broken.alerts)) == (40, 40)
     assert all(alert["additivity_gap"] > 1e-4 and alert["explanation_flagged"] for alert in broken.alerts)
@@ -145,6 +148,11 @@ def test_alerts_whose_reasons_do_not_add_up_are_flagged_and_still_sent(scored) -
                for alert, decision in zip(honest.alerts, honest.decisions))
     assert all(sum(reason["feature"] == "recent_spending_pattern" for reason in decision["reasons"]) == 1
                for decision in honest.decisions)
+    # no raw card id leaves the Scorer: decisions and alerts carry the keyed token instead
+    tokens = [TOKENIZE(transaction["card_id"]) for transaction in transactions]
+    assert [decision["card_id"] for decision in honest.decisions] == tokens
+    assert [alert["card_id"] for alert in honest.alerts] == tokens
+    assert not {transaction["card_id"] for transaction in transactions} & set(tokens)
     encoded_round_trip(honest)
     encoded_round_trip(broken)
 
@@ -154,7 +162,7 @@ def test_alerts_are_exactly_the_scores_at_or_above_the_threshold(scored) -> None
     scores = artifact.predict_proba(features)
     # a threshold a hair above one score: float32 rounding would put that score on the threshold
     threshold = float(np.nextafter(np.sort(scores)[-3], 1.0))
-    batch = Scorer(artifact, Explainer.for_artifact(artifact), threshold=threshold).score(transactions, features)
+    batch = Scorer(artifact, Explainer.for_artifact(artifact), threshold=threshold, tokenize=TOKENIZE).score(transactions, features)
     assert [decision["score"] >= threshold for decision in batch.decisions] == [bool(s >= threshold) for s in scores]
     assert {alert["tx_id"] for alert in batch.alerts} == {d["tx_id"] for d in batch.decisions if d["score"] >= threshold}
     assert len(batch.alerts) == 2
@@ -164,7 +172,7 @@ def test_a_failing_explainer_flags_its_alerts_and_the_batch_is_still_scored(scor
     artifact, transactions, features = scored
     threshold = float(np.sort(artifact.predict_proba(features))[-4])
     with caplog.at_level(logging.ERROR, logger="stream.pipeline"):
-        batch = Scorer(artifact, FailingExplainer.for_artifact(artifact), threshold=threshold).score(transactions, features)
+        batch = Scorer(artifact, FailingExplainer.for_artifact(artifact), threshold=threshold, tokenize=TOKENIZE).score(transactions, features)
     assert (batch.flagged, len(batch.alerts), len(batch.decisions)) == (4, 4, 40)
     assert all(alert["explanation_flagged"] and alert["reasons"] == [] and alert["base_value"] is None for alert in batch.alerts)
     assert sum(decision["explanation_flagged"] for decision in batch.decisions) == 4

@@ -1,0 +1,76 @@
+"""The audit writer on the real broker: a poll of decisions decoded in one read, models recorded, bad input skipped."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from audit import query
+from models.network import BehaviourModel, ModelArtifact, ModelInputs, new_version
+from models.reference import reference_profile
+from models.registry import save_artifact
+from stream.audit_writer import AuditWriter
+from stream.codec import AvroCodec
+from stream.embedded import EmbeddedBroker
+from stream.producer import send_raw
+from stream.settings import Settings
+from stream.topics import create_topics
+
+T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+NAMES = ("amount", "is_night")
+
+
+def saved_model(registry: Path) -> str:
+    """A small model in the registry whose manifest carries a reference profile."""
+    network = BehaviourModel(len(NAMES), (2,), sequence_dim=4, summary_size=2)
+    version = new_version(network, datetime(2026, 1, 1, tzinfo=timezone.utc))
+    x = np.column_stack([np.arange(100.0), np.arange(100) % 2])
+    artifact = ModelArtifact(version, NAMES, network, np.zeros(2), np.ones(2), ModelInputs(x[:4], np.zeros((4, 8, 4))), 0.5, 7.0,
+                             reference=reference_profile(x, np.linspace(0, 1, 100), NAMES))
+    save_artifact(artifact, registry)
+    return version
+
+
+def decision(tx_id: str, model: str, alert: bool = False) -> dict:
+    reasons = [{"feature": "amount", "label": "amount is 50.00", "value": 50.0, "contribution": 1.5}] if alert else []
+    return {
+        "tx_id": tx_id, "event_time": T0, "card_id": "tok", "terminal_id": "m", "amount": 50.0, "score": 0.9 if alert else 0.1,
+        "score_logit": 0.0, "threshold": 0.5, "is_alert": alert, "model_version": model, "decided_at": T0 + 5,
+        "features": [50.0, 1.0], "base_value": -1.0 if alert else None, "additivity_gap": 0.0 if alert else None,
+        "reasons": reasons,
+    }
+
+
+def test_decisions_are_stored_with_named_features_and_bad_messages_are_skipped(broker: EmbeddedBroker, tmp_path: Path) -> None:
+    settings = Settings(
+        broker_url=broker.url, app_id="writer", feedback_topic="writer-feedback", decisions_topic="writer-decisions",
+        transactions_topic="writer-transactions", alerts_topic="writer-alerts", dead_letter_topic="writer-dead",
+        partitions=1, audit_dir=tmp_path / "audit", model_registry=tmp_path / "models",
+        audit_export_interval_s=0.1, audit_flush_interval_s=0.1, session_timeout_s=6.0, demo_mode=True,
+    )
+    create_topics(settings)
+    version = saved_model(settings.model_registry)
+    framed = AvroCodec("Decision")
+    plain = AvroCodec("Decision", "plain")
+    messages = (
+        [framed.encode(decision(f"t{i}", version, alert=i == 0)) for i in range(50)]
+        + [plain.encode(decision("plain-1", version)), b"\x00\x00\x00\x00\x03 not a decision", b"junk"]
+        + [framed.encode(decision("t1", version)), framed.encode(decision("ghost-1", "not-registered"))]
+    )
+    send_raw(settings, settings.decisions_topic, messages)
+    writer = AuditWriter(settings)
+    writer.run(max_idle_s=10.0)  # the first group join alone takes seconds
+
+    assert writer.rejected == 2
+    stored = query(settings.audit_dir, "SELECT tx_id, features FROM decisions").to_pylist()
+    features = {row["tx_id"]: dict(row["features"]) if row["features"] is not None else None for row in stored}
+    assert len(stored) == 52 and set(features) == {f"t{i}" for i in range(50)} | {"plain-1", "ghost-1"}
+    assert features["t7"] == features["plain-1"] == {"amount": 50.0, "is_night": 1.0}
+    assert features["ghost-1"] is None  # unknown model: kept, its features unnamed
+    assert query(settings.audit_dir, "SELECT tx_id, rank, feature FROM reasons").to_pylist() == [
+        {"tx_id": "t0", "rank": 1, "feature": "amount"}
+    ]
+    drift = query(settings.audit_dir, "SELECT variable, decisions FROM drift ORDER BY variable").to_pylist()
+    assert drift == [{"variable": name, "decisions": 51} for name in ("amount", "is_night", "score")]
