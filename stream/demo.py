@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 import pandas as pd
+from scipy.special import logit
 
 from audit import query
 from models.dataset import normalize
@@ -72,7 +73,8 @@ def run_demo(workdir: Path, customers: int = 1000, days: int = 35, seed: int = 7
         click.echo(
             f"[3/5] trained model {artifact.version} on {len(history):,} transactions "
             f"({artifact.trained_on}); validation AUC {artifact.metrics.get('auc', float('nan')):.3f}, "
-            f"AP {artifact.metrics.get('ap', float('nan')):.3f}; alert threshold {artifact.threshold:.6g}"
+            f"AP {artifact.metrics.get('ap', float('nan')):.3f}; alert threshold {artifact.threshold:.10g} "
+            f"(logit {logit(artifact.threshold):.2f}: 1 % of validation transactions alert)"
         )
 
         create_topics(settings)
