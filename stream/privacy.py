@@ -9,6 +9,7 @@ changes every token from then on: tokens issued under different keys do not join
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 
@@ -43,8 +44,7 @@ class Tokenizer:
         self._key = key
 
     def __call__(self, identifier: str) -> str:
-        # the one-shot C function: the same token as hmac.new(...).hexdigest(), at a third of the cost per card
-        return hmac.digest(self._key, identifier.encode(), "sha256").hex()[:_TOKEN_HEX]
+        return hmac.new(self._key, identifier.encode(), hashlib.sha256).hexdigest()[:_TOKEN_HEX]
 
     def __repr__(self) -> str:
         return "Tokenizer(key=**********)"
