@@ -20,5 +20,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# The benchmark scripts (BENCHMARKS.md gives each one's figures); the 10 M-decision query store is built once.
+bench: $(STAMP)
+	$(BIN)/python bench/model_cost.py
+	$(BIN)/python bench/explain.py
+	$(BIN)/python bench/audit_writer.py
+	$(BIN)/python bench/audit_query.py
+
 clean:
 	rm -rf $(VENV) var
