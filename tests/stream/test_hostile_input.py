@@ -1,0 +1,163 @@
+"""Hostile input, generated: whatever arrives, decoding and validation either pass an event or reject it
+with a reason, and the card and terminal state only ever sees valid events and stays consistent.
+
+Examples per test come from ``RISKSTREAM_FUZZ_EXAMPLES`` (default 300 in the suite); each example is a batch
+of up to six messages. The run recorded in BENCHMARKS.md:
+
+    RISKSTREAM_FUZZ_EXAMPLES=25000 python -m pytest tests/stream/test_hostile_input.py --hypothesis-show-statistics
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from models.features import CardState, TerminalState
+from stream.codec import AvroCodec
+from stream.exceptions import EventEncodeError
+from stream.pipeline import apply_card_stage, apply_terminal_stage, decode_valid
+from stream.validation import validate_feedback, validate_transaction
+
+EXAMPLES = int(os.environ.get("RISKSTREAM_FUZZ_EXAMPLES", "300"))
+NOW_MS = 1_767_225_600_000  # 2026-01-01
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+LONG = st.integers(-(2**63), 2**63 - 1)
+# Plausible values, often at their limits, so that many generated events pass and reach the state ...
+PLAUSIBLE_IDS = st.one_of(st.sampled_from(["c1", "c2", "t1", "t2"]), st.text(st.characters(min_codepoint=33), min_size=1, max_size=128))
+PLAUSIBLE_TIMES = st.integers(NOW_MS - 400 * 86_400_000, NOW_MS + 86_400_000)
+PLAUSIBLE_AMOUNTS = st.one_of(st.floats(min_value=0, max_value=10_000), st.sampled_from([0.0, -0.0, 5e-324, 1e9]))
+# ... and hostile ones: empty, blank and 1 MB ids (a repeated character is cheap to generate), any long,
+# NaN, infinities, negative and huge amounts, unknown currencies and channels
+HOSTILE_IDS = st.builds(lambda char, size: char * size, st.characters(), st.sampled_from([0, 129, 1_000_000]))
+HOSTILE_TIMES = st.one_of(LONG, st.sampled_from([0, -1, NOW_MS + 10**10]))
+HOSTILE_AMOUNTS = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([-1.0, 1e9 + 1, 1e308]))
+
+
+def mostly(plausible: st.SearchStrategy, hostile: st.SearchStrategy) -> st.SearchStrategy:
+    """Nine values in ten from ``plausible``, the rest from ``hostile``."""
+    return st.integers(0, 9).flatmap(lambda draw: hostile if draw == 0 else plausible)
+
+
+IDS = mostly(PLAUSIBLE_IDS, HOSTILE_IDS)
+TIMESTAMPS = mostly(PLAUSIBLE_TIMES, HOSTILE_TIMES)
+AMOUNTS = mostly(PLAUSIBLE_AMOUNTS, HOSTILE_AMOUNTS)
+OPTIONAL = st.one_of(st.none(), st.text(max_size=8), st.sampled_from(["chip", "contactless", "telepathy", "x" * 300]))
+TRANSACTIONS = st.fixed_dictionaries(
+    {"tx_id": IDS, "event_time": TIMESTAMPS, "card_id": IDS, "terminal_id": IDS, "amount": AMOUNTS,
+     "currency": st.one_of(st.just("EUR"), st.just("USD"), st.just("EUR"), st.text(max_size=4))},
+    optional={"merchant_category": OPTIONAL, "channel": OPTIONAL, "country": OPTIONAL, "device_id": OPTIONAL},
+)
+FEEDBACK = st.fixed_dictionaries(
+    {"tx_id": IDS, "is_fraud": st.booleans(), "reported_at": TIMESTAMPS,
+     "source": st.sampled_from(["chargeback", "analyst", "customer_report", "rumour", ""])},
+    optional={"card_id": st.one_of(st.none(), IDS), "terminal_id": st.one_of(st.none(), IDS)},
+)
+
+
+def _mutate(data: bytes, how: str, position: int, byte: int) -> bytes:
+    """The encoded message as a broken producer or a bad network might deliver it."""
+    cut = position % (len(data) + 1)
+    return {
+        "intact": data,
+        "truncated": data[:cut],
+        "extended": data + bytes([byte]) * (1 + position % 64),
+        "flipped": data[:cut] + bytes([byte ^ 0xFF]) + data[cut + 1 :],
+        "wrong_magic": bytes([1 + byte % 255]) + data[1:],
+        "wrong_schema_id": data[:1] + (position % 1000 + 9).to_bytes(4, "big") + data[5:],
+        "empty": b"",
+    }[how]
+
+
+MUTATIONS = st.sampled_from(
+    ["intact"] * 12 + ["truncated", "extended", "flipped", "wrong_magic", "wrong_schema_id", "empty"]
+)
+
+
+def _messages(codec: AvroCodec, records: list[dict], hows: list[str], positions: list[int], bytes_: list[int]) -> list[bytes]:
+    messages = []
+    for record, how, position, byte in zip(records, hows, positions, bytes_):
+        try:
+            data = codec.encode(record)
+        except EventEncodeError:
+            data = b""  # a record Avro cannot carry reaches the topic as some other bytes
+        messages.append(_mutate(data, how, position, byte))
+    return messages
+
+
+def _consistent_card(state: dict) -> None:
+    card = CardState.from_dict(state)
+    columns = (card.times, card.amounts, card.tx_ids, card.terminals, card.zscores, card.new_terminals)
+    assert len({len(column) for column in columns}) == 1
+    assert card.times == sorted(card.times) and len(set(card.tx_ids)) == len(card.tx_ids)
+    assert all(math.isfinite(value) for value in card.amounts + card.zscores + card.archive)
+    assert sum(card.terminal_uses.values()) >= len(card.terminals)
+
+
+BATCH = st.integers(1, 6)
+
+
+@FUZZ
+@given(
+    wire=st.sampled_from(["plain", "confluent", "auto"]),
+    records=st.lists(TRANSACTIONS, min_size=3, max_size=6),
+    hows=st.lists(MUTATIONS, min_size=6, max_size=6),
+    positions=st.lists(st.integers(0, 10**6), min_size=6, max_size=6),
+    bytes_=st.lists(st.integers(0, 255), min_size=6, max_size=6),
+    repeat=st.booleans(),
+)
+def test_transactions_are_scored_or_rejected_with_a_reason_and_state_stays_consistent(wire, records, hows, positions, bytes_, repeat):
+    codec = AvroCodec("Transaction", wire)
+    messages = _messages(codec, records, hows, positions, bytes_)
+    if repeat:  # a duplicate delivery, out of order
+        messages = messages[::-1] + messages[:1]
+    valid, rejects = decode_valid(messages, codec, lambda record: validate_transaction(record, now_ms=NOW_MS))
+    assert len(valid) + len(rejects) == len(messages)
+    assert all(reject.reason and reject.message for reject in rejects)
+    event(f"{'some' if valid else 'no'} valid transactions")
+    for reject in rejects:
+        event(f"rejected: {reject.reason}")
+    for record in valid:
+        assert math.isfinite(record["amount"]) and 0 <= record["amount"] <= 1e9
+        assert 0 < len(record["card_id"]) <= 128
+
+    cards: dict = {}
+    terminals: dict = {}
+    enriched = apply_card_stage(valid, cards)
+    before = copy.deepcopy(cards)
+    outcome = apply_terminal_stage([{"transaction": item, "feedback": None} for item in enriched], terminals, 7)
+    assert cards == before  # the terminal stage never touches card state
+    assert len(outcome.transactions) == len(valid)
+    inputs = outcome.inputs
+    assert all(math.isfinite(value) for value in inputs.features.reshape(-1).tolist())
+    assert all(math.isfinite(value) for value in inputs.sequences.reshape(-1).tolist())
+    for state in cards.values():
+        _consistent_card(state)
+    for state in terminals.values():
+        terminal = TerminalState.from_dict(state)
+        assert terminal.times == sorted(terminal.times) and len(set(terminal.tx_ids)) == len(terminal.tx_ids)
+
+
+@FUZZ
+@given(
+    records=st.lists(FEEDBACK, min_size=1, max_size=6),
+    hows=st.lists(MUTATIONS, min_size=6, max_size=6),
+    positions=st.lists(st.integers(0, 10**6), min_size=6, max_size=6),
+    bytes_=st.lists(st.integers(0, 255), min_size=6, max_size=6),
+)
+def test_labels_are_applied_or_rejected_with_a_reason(records, hows, positions, bytes_):
+    codec = AvroCodec("Feedback", "auto")
+    valid, rejects = decode_valid(_messages(codec, records, hows, positions, bytes_), codec, validate_feedback)
+    assert all(reject.reason and reject.message for reject in rejects)
+    terminals: dict = {}
+    routable = [{"transaction": None, "feedback": label} for label in valid if label.get("terminal_id")]
+    outcome = apply_terminal_stage(routable, terminals, 7)
+    assert outcome.labels_applied + outcome.labels_pending == len(routable)
+    for state in terminals.values():
+        terminal = TerminalState.from_dict(state)
+        assert not terminal.labels and len(terminal.pending) <= len(routable)  # no transaction yet: all wait
