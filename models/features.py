@@ -30,6 +30,8 @@ UNUSUAL_ZSCORE = 3.0
 UNUSUAL_WINDOW_DAYS = 14
 RECENT_FRAUD_DAYS = 28
 _NO_HISTORY_DAYS = 60.0
+MIN_USUAL_AMOUNT = 0.01
+"""A card's usual amount (mean, 30-day maximum) below this, one cent, makes no ratio: the ratio reads 1."""
 
 
 @dataclass(frozen=True)
@@ -184,9 +186,9 @@ class CardState:
         unusual = sum(1 for z in self.zscores[since:hi] if z >= UNUSUAL_ZSCORE) + (zscore >= UNUSUAL_ZSCORE)
         new_terminal = float(not self._used_before(terminal_id, hi))
         values += [
-            amount / mean if mean > 0 else 1.0,
+            _ratio(amount, mean),
             zscore,
-            amount / max(recent) if recent and max(recent) > 0 else 1.0,
+            _ratio(amount, max(recent) if recent else 0.0),
             (time - previous) / HOUR if previous is not None else _NO_HISTORY_DAYS * 24.0,
             float(hi - bisect_right(self.times, time - HOUR) + 1),
             new_terminal,
@@ -248,6 +250,16 @@ class CardState:
         if not data:
             return cls()
         return cls(**{name: (dict(value) if isinstance(value, dict) else list(value)) for name, value in data.items()})
+
+
+def _ratio(amount: float, usual: float) -> float:
+    """``amount / usual``, or 1 when the usual amount is under a cent: a sub-cent history says nothing, and
+    dividing by it could overflow to infinity.
+
+    >>> _ratio(50.0, 40.0), _ratio(1.0, 5e-324), _ratio(3.0, 0.0)
+    (1.25, 1.0, 1.0)
+    """
+    return amount / usual if usual >= MIN_USUAL_AMOUNT else 1.0
 
 
 def _zscore(amount: float, mean: float, std: float, history: float) -> float:

@@ -142,6 +142,14 @@ def test_a_card_z_score_is_clipped_and_its_spread_floored():
     assert dict(zip(CARD_COLUMNS, state.read(3 * DAY, 0.0, "t1").features))["card_amount_zscore"] == -5.0
 
 
+def test_a_sub_cent_history_gives_no_ratio_and_nothing_infinite():
+    state = CardState()
+    card_step(state, 0.0, 5e-324, "tiny", "t1")  # found by the hostile-input test: 1 / 5e-324 is infinite
+    values = dict(zip(CARD_COLUMNS, state.read(DAY, 1.0, "t1").features))
+    assert values["card_amount_vs_mean"] == 1.0 and values["card_amount_vs_max_30d"] == 1.0
+    assert all(np.isfinite(list(values.values())))
+
+
 def test_card_features_through_replay():
     rows = [(day, "c", terminal, amount, 0) for day, amount, terminal in CARD_HISTORY]
     rows.append((CARD_NOW[0], "c", CARD_NOW[2], CARD_NOW[1], 0))
