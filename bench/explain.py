@@ -31,6 +31,7 @@ from models.simulate import simulate  # noqa: E402
 from models.train import TrainConfig  # noqa: E402
 from stream.pipeline import Scorer
 from stream.privacy import DEMO_KEY, Tokenizer  # noqa: E402
+from timing import median_ms  # noqa: E402
 
 class UnexplainedScorer(Scorer):
     """The same scoring, decisions and alerts, with the explaining step skipped: the baseline."""
@@ -38,14 +39,6 @@ class UnexplainedScorer(Scorer):
     def _explain(self, transactions, rows, features, head_inputs, logits):  # type: ignore[no-untyped-def]
         return dict.fromkeys(rows.tolist()), set()
 
-
-def median_ms(work, repeats: int) -> float:  # type: ignore[no-untyped-def]
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1000.0
 
 
 def artifact_and_rows() -> tuple[ModelArtifact, ModelInputs]:

@@ -12,9 +12,7 @@ its time per epoch is the fit's time divided by the epochs run. Medians over rep
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,17 +27,10 @@ from models.network import ModelArtifact, ModelInputs, sequence_inputs  # noqa: 
 from models.replay import replay_features  # noqa: E402
 from models.simulate import simulate  # noqa: E402
 from models.train import TrainConfig, fit  # noqa: E402
+from timing import median_ms  # noqa: E402
 
 BATCH = 500
 
-
-def median_ms(work, repeats: int) -> float:  # type: ignore[no-untyped-def]
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1000.0
 
 
 def inference_ms(artifact: ModelArtifact, batch: ModelInputs, device: torch.device, repeats: int) -> float:
