@@ -162,8 +162,7 @@ class CardState:
 
     def _used_before(self, terminal_id: str, hi: int) -> bool:
         """Whether the card used the terminal before window position ``hi`` (uses after it do not count)."""
-        later = sum(1 for terminal in self.terminals[hi:] if terminal == terminal_id)
-        return self.terminal_uses.get(terminal_id, 0) > later
+        return self.terminal_uses.get(terminal_id, 0) > self.terminals[hi:].count(terminal_id)
 
     def read(self, time: float, amount: float, terminal_id: str) -> CardReading:
         """Card features and sequence of a transaction at ``time``, from the state before it is recorded.
@@ -173,14 +172,14 @@ class CardState:
         """
         hi = bisect_right(self.times, time)
         values = []
-        for days in WINDOWS_DAYS:
+        for days in WINDOWS_DAYS:  # the last, the longest, leaves ``lo`` at the start of the 30-day window
             lo = bisect_right(self.times, time - days * DAY)
             count = hi - lo + 1
             values.append(float(count))
             values.append((math.fsum(self.amounts[lo:hi]) + amount) / count)
         history, mean, std = self._usual_amount(hi)
         zscore = _zscore(amount, mean, std, history)
-        recent = self.amounts[bisect_right(self.times, time - 30 * DAY) : hi]
+        recent = self.amounts[lo:hi]
         previous = self.times[hi - 1] if hi else None
         since = bisect_right(self.times, time - UNUSUAL_WINDOW_DAYS * DAY)
         unusual = sum(1 for z in self.zscores[since:hi] if z >= UNUSUAL_ZSCORE) + (zscore >= UNUSUAL_ZSCORE)
@@ -325,7 +324,7 @@ class TerminalState:
             values.append(frauds / count if count else 0.0)
         known = bisect_right(fraud_times, hi)
         recent_frauds = _count_in(fraud_times, time - RECENT_FRAUD_DAYS * DAY, hi)
-        streak, start = self._fraud_streak(fraud_times, hi)
+        streak, start = self._fraud_streak(fraud_times, known)
         since_start = bisect_right(self.times, hi) - bisect_left(self.times, start) if streak else 0
         values += [
             float(recent_frauds),
@@ -336,13 +335,14 @@ class TerminalState:
         ]
         return values
 
-    def _fraud_streak(self, fraud_times: list[float], hi: float) -> tuple[int, float]:
-        """Length and start time of the run of consecutive known frauds that ends with the latest one.
+    def _fraud_streak(self, fraud_times: list[float], known: int) -> tuple[int, float]:
+        """Length and start time of the run of consecutive known frauds that ends with the latest usable one
+        (``fraud_times[known - 1]``).
 
         A compromised terminal turns every transaction into fraud for a while: a long run that began recently
         says it still is, a run followed by genuine transactions says it has ended.
         """
-        latest = bisect_right(fraud_times, hi) - 1
+        latest = known - 1
         if latest < 0:
             return 0, 0.0
         position = bisect_right(self.times, fraud_times[latest]) - 1
