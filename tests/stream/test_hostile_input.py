@@ -99,9 +99,6 @@ def _consistent_card(state: dict) -> None:
     assert sum(card.terminal_uses.values()) >= len(card.terminals)
 
 
-BATCH = st.integers(1, 6)
-
-
 @FUZZ
 @given(
     wire=st.sampled_from(["plain", "confluent", "auto"]),
