@@ -82,4 +82,19 @@ def replay_features(
     return ModelInputs(out, sequences.reshape(len(frame), SEQUENCE_LENGTH, len(SEQUENCE_STEP)))
 
 
-__all__ = ["replay_features"]
+def replay_card_states(frame: pd.DataFrame) -> dict[str, CardState]:
+    """Each card's state after all of ``frame`` (sorted by time): what the worker's card table holds at the end of
+    an uninterrupted run of the same transactions.
+
+    >>> frame = pd.DataFrame({"tx_id": ["a", "b"], "time": [0.0, 60.0], "card_id": ["c", "c"],
+    ...                       "terminal_id": ["t", "u"], "amount": [10.0, 30.0]})
+    >>> replay_card_states(frame)["c"].tx_ids
+    ['a', 'b']
+    """
+    states: defaultdict[str, CardState] = defaultdict(CardState)
+    for tx_id, time, card, terminal, amount in frame[["tx_id", "time", "card_id", "terminal_id", "amount"]].itertuples(index=False):
+        card_step(states[str(card)], float(time), float(amount), str(tx_id), str(terminal))
+    return dict(states)
+
+
+__all__ = ["replay_card_states", "replay_features"]

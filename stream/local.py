@@ -7,6 +7,7 @@ Operators run the same two commands themselves (``faust -A stream.app worker`` a
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ from typing import Any
 
 from audit import query
 from stream.exceptions import StreamError
+from stream.metrics import scrape
 from stream.settings import Settings
 
 
@@ -28,21 +30,52 @@ class LocalServices:
         self.logs = logs
         self.workers = workers
         self.processes: list[subprocess.Popen[bytes]] = []
+        self.worker_processes: dict[int, subprocess.Popen[bytes]] = {}  # running workers by index
 
-    def _spawn(self, command: list[str], log_name: str, env: dict[str, str]) -> None:
+    def _spawn(self, command: list[str], log_name: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
         self.logs.mkdir(parents=True, exist_ok=True)
         with (self.logs / log_name).open("ab") as log:
-            self.processes.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT))
+            process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.processes.append(process)
+        return process
 
     def start(self) -> LocalServices:
-        python = sys.executable
-        self._spawn([python, "-m", "stream", "-l", "info", "audit-writer"], "audit-writer.log", self.env)
+        self._spawn([sys.executable, "-m", "stream", "-l", "info", "audit-writer"], "audit-writer.log", self.env)
         for index in range(self.workers):
-            data_dir = self.settings.data_dir / f"worker-{index}"
-            data_dir.mkdir(parents=True, exist_ok=True)
-            env = self.env | {"RISKSTREAM_WEB_PORT": str(self.settings.web_port + index), "RISKSTREAM_DATA_DIR": str(data_dir)}
-            self._spawn([python, "-m", "faust", "-A", "stream.app", "worker", "-l", "info"], f"worker-{index}.log", env)
+            self.start_worker(index)
         return self
+
+    def worker_port(self, index: int) -> int:
+        """Web port of worker ``index`` (its /health, /ready and /metrics)."""
+        return self.settings.web_port + index
+
+    def start_worker(self, index: int | None = None) -> int:
+        """Start worker ``index`` (again, after :meth:`kill_worker`), or a new one joining the group; returns its index.
+
+        A restarted worker keeps its index, so its web port, data folder and log.
+        """
+        if index is None:
+            index = max(self.worker_processes, default=-1) + 1
+        if index in self.worker_processes:
+            raise StreamError(f"worker {index} is already running")
+        data_dir = self.settings.data_dir / f"worker-{index}"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        env = self.env | {"RISKSTREAM_WEB_PORT": str(self.worker_port(index)), "RISKSTREAM_DATA_DIR": str(data_dir)}
+        command = [sys.executable, "-m", "faust", "-A", "stream.app", "worker", "-l", "info"]
+        self.worker_processes[index] = self._spawn(command, f"worker-{index}.log", env)
+        return index
+
+    def kill_worker(self, index: int, how: signal.Signals = signal.SIGKILL) -> None:
+        """Stop worker ``index``: SIGKILL (a crash: nothing flushed, no goodbye to the group) or SIGTERM (a
+        clean leave); waits until it has exited."""
+        process = self.worker_processes.pop(index)
+        process.send_signal(how)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        self.processes.remove(process)
 
     def check_alive(self) -> None:
         """Raise if a service has exited: its log says why."""
@@ -61,6 +94,27 @@ class LocalServices:
                 process.kill()
                 process.wait()
         self.processes.clear()
+        self.worker_processes.clear()
+
+    def wait_until_ready(self, timeout_s: float) -> None:
+        """Wait until every running worker answers /ready with 200 in one round (model loaded, partitions owned,
+        no rebalance going on)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.check_alive()
+            waiting = [index for index in self.worker_processes if not self._ready(index)]
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                raise StreamError(f"worker(s) {waiting} not ready within {timeout_s:.0f} s; see {self.logs}")
+            time.sleep(0.5)
+
+    def _ready(self, index: int) -> bool:
+        try:
+            scrape(self.worker_port(index), path="/ready", timeout_s=2.0)
+        except OSError:  # refused while starting, 503 while not ready
+            return False
+        return True
 
     def decisions_stored(self) -> int:
         """Decisions visible to analysts so far (0 before the store's first export)."""

@@ -1,0 +1,186 @@
+"""Drills on local processes: replay transactions through N workers while workers join, leave or crash, then
+check what the run left behind against the offline replay of the same transactions.
+
+What must hold however the partitions moved: every transaction has exactly one decision in the audit store,
+with the score one uninterrupted worker gives; every alert in the store reached the alerts topic (a re-send
+with the same key is allowed, consumers dedupe by key); and each card's state, read back from the card
+table's changelog, equals the state an uninterrupted run leaves. The scale-out and fault benchmarks (bench/)
+run these drills at full size, the tests at a small one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+
+from audit import query
+from stream.local import LocalServices
+from stream.producer import produce, replay_events
+from stream.security import kafka_python_options
+from stream.settings import Settings
+from stream.topics import create_topics
+
+#: An action on the running services (kill a worker, add one...) at a fraction of the decisions stored.
+Step = tuple[float, Callable[[LocalServices], None]]
+
+
+def local_overrides(broker_url: str, root: Path, app_id: str, partitions: int = 8) -> dict[str, Any]:
+    """Settings of a drill: its own topics and folders under ``root``, short group timeouts so that a crashed
+    worker's partitions move within seconds, the demo card-token key."""
+    from stream.embedded import free_port
+
+    return {
+        "broker_url": broker_url,
+        "app_id": app_id,
+        "transactions_topic": f"{app_id}-transactions",
+        "feedback_topic": f"{app_id}-feedback",
+        "decisions_topic": f"{app_id}-decisions",
+        "alerts_topic": f"{app_id}-alerts",
+        "dead_letter_topic": f"{app_id}-dead-letters",
+        "partitions": partitions,
+        "model_registry": root / "models",
+        "audit_dir": root / "audit",
+        "data_dir": root / "worker",
+        "web_port": free_port(),
+        "audit_export_interval_s": 1.0,
+        "audit_flush_interval_s": 0.5,
+        "session_timeout_s": 6.0,
+        "rebalance_timeout_s": 4.0,
+        "demo_mode": True,
+    }
+
+
+def read_topic(settings: Settings, topic: str, idle_s: float = 2.0) -> list[ConsumerRecord]:
+    """Every message of ``topic``, from the start until nothing new arrived for ``idle_s``.
+
+    Ends on silence rather than on the partitions' end offsets, which the embedded broker reports too low.
+    """
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False, group_id=None,
+                             **kafka_python_options(settings))
+    try:
+        partitions = [TopicPartition(topic, partition) for partition in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        messages: list[ConsumerRecord] = []
+        last_news = time.monotonic()
+        while time.monotonic() - last_news < idle_s:
+            for batch in consumer.poll(timeout_ms=200).values():
+                messages.extend(batch)
+                last_news = time.monotonic()
+        return messages
+    finally:
+        consumer.close()
+
+
+def read_table(settings: Settings, table: str) -> dict[bytes, Any]:
+    """A worker table's last value per key, read from its changelog topic (JSON values; a tombstone deletes)."""
+    values: dict[bytes, Any] = {}
+    for message in read_topic(settings, f"{settings.app_id}-{table}-changelog"):
+        if message.value is None:
+            values.pop(message.key, None)
+        else:
+            values[message.key] = json.loads(message.value)
+    return values
+
+
+@dataclass(frozen=True)
+class RunCheck:
+    """What a run left behind, against what it was given."""
+
+    transactions: int  #: transactions replayed
+    decisions: int  #: decision rows in the audit store
+    missing: int  #: transactions without a decision
+    doubled: int  #: transactions with more than one decision row
+    decision_messages: int  #: messages on the decisions topic (re-sends after a crash or a rebalance included)
+    score_gap: float  #: largest |stored score - uninterrupted score|
+    alerts: int  #: alerts in the audit store
+    alert_messages: int  #: messages on the alerts topic
+    alerts_missing: int  #: stored alerts whose tx_id is no key on the alerts topic
+    alerts_unknown: int  #: keys on the alerts topic that are no stored alert
+    cards: int  #: cards in the uninterrupted state
+    cards_differing: int  #: cards whose changelogged state differs from it (or is missing)
+    seconds: float  #: first to last decision (decided_at)
+
+    @property
+    def exact(self) -> bool:
+        """Every transaction decided once, no alert lost or invented, every card's state as without faults."""
+        return not (self.missing or self.doubled or self.alerts_missing or self.alerts_unknown or self.cards_differing) \
+            and self.decisions == self.transactions
+
+    @property
+    def events_per_s(self) -> float:
+        return self.transactions / self.seconds if self.seconds > 0 else float("nan")
+
+
+def check_run(settings: Settings, scores: Mapping[str, float], card_states: Mapping[str, dict]) -> RunCheck:
+    """Compare the audit store, the alerts and decisions topics and the card-state changelog with the scores
+    (by tx_id) and card states (as ``CardState.to_dict()``, by card id) of an uninterrupted run."""
+    stored = query(settings.audit_dir, "SELECT tx_id, score, is_alert, decided_at FROM decisions").to_pandas()
+    counts = stored["tx_id"].value_counts()
+    expected = pd.Series(scores, dtype="float64")
+    first = stored.drop_duplicates("tx_id").set_index("tx_id")
+    common = first.index.intersection(expected.index)
+    gaps = (first.loc[common, "score"] - expected.loc[common]).abs()
+    flagged = set(first.index[first["is_alert"]])
+    alert_messages = read_topic(settings, settings.alerts_topic)
+    alert_keys = {message.key.decode() for message in alert_messages}
+    table = read_table(settings, "card-state")
+    differing = sum(
+        table.get(card.encode()) != json.loads(json.dumps(state)) for card, state in card_states.items()
+    )
+    return RunCheck(
+        transactions=len(expected),
+        decisions=len(stored),
+        missing=len(expected.index.difference(first.index)),
+        doubled=int((counts > 1).sum()),
+        decision_messages=len(read_topic(settings, settings.decisions_topic, idle_s=0.5)),
+        score_gap=float(gaps.max()) if len(gaps) else float("nan"),
+        alerts=len(flagged),
+        alert_messages=len(alert_messages),
+        alerts_missing=len(flagged - alert_keys),
+        alerts_unknown=len(alert_keys - flagged),
+        cards=len(card_states),
+        cards_differing=int(differing),
+        seconds=(stored["decided_at"].max() - stored["decided_at"].min()).total_seconds() if len(stored) else 0.0,
+    )
+
+
+def replay(services: LocalServices, frame: pd.DataFrame, steps: Sequence[Step] = (), rate: float | None = None,
+           timeout_s: float = 600.0) -> None:
+    """Produce ``frame`` (with its delayed labels) once every worker is ready, at ``rate`` events/s or as fast as
+    possible, run each step when that fraction of the transactions has a stored decision, and wait until all
+    have one.
+
+    Terminal windows read only transactions older than the label delay, because transactions reach a terminal
+    from many card partitions in any order; the same scores as an uninterrupted run therefore need partitions
+    that stay less than the label delay apart in event time. Live traffic does; a replay at full speed
+    compresses days into seconds, so a drill that compares scores paces it with ``rate``.
+    """
+    settings = services.settings
+    create_topics(settings)
+    services.wait_until_ready(timeout_s=120)
+    total = len(frame) + int(frame["label"].sum()) if "label" in frame.columns else len(frame)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="drill-producer")
+    produced = pool.submit(produce, replay_events(frame, settings), settings, total=total, rate=rate, progress=False)
+    deadline = time.monotonic() + timeout_s
+    try:
+        for fraction, action in sorted(steps, key=lambda step: step[0]):
+            services.wait_for_decisions(int(fraction * len(frame)), timeout_s=max(deadline - time.monotonic(), 1.0))
+            action(services)
+        services.wait_for_decisions(len(frame), timeout_s=max(deadline - time.monotonic(), 1.0))
+        produced.result()  # raises what the producer raised
+    finally:
+        pool.shutdown()
+    time.sleep(3 * settings.audit_export_interval_s)  # a late second copy would be exported by now
+
+
+__all__ = ["RunCheck", "Step", "check_run", "local_overrides", "read_table", "read_topic", "replay"]

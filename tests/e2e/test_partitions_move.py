@@ -1,0 +1,105 @@
+"""Partitions moving between workers lose and double nothing: two workers sharing the topic, a worker added and
+one removed during a replay, and a worker killed with SIGKILL mid-replay and restarted.
+
+Each run is checked against the offline replay (which one uninterrupted worker matches, see
+test_end_to_end.py): one decision per transaction with the same score, every stored alert on the alerts topic,
+every card's changelogged state as an uninterrupted run leaves it. bench/scale_out.py and bench/faults.py run
+the same drills at full size.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from models.dataset import normalize
+from models.network import ModelArtifact
+from models.registry import save_artifact
+from models.replay import replay_card_states, replay_features
+from models.simulate import simulate
+from models.train import TrainConfig, train_from_frame
+from stream.drill import RunCheck, Step, check_run, local_overrides, replay
+from stream.embedded import EmbeddedBroker
+from stream.local import LocalServices
+from stream.metrics import sample_total, scrape
+
+pytestmark = pytest.mark.e2e
+
+
+#: Seconds the two-week replay is spread over: partitions then stay hours apart in event time, not the label
+#: delay (7 days) that would change terminal windows (see stream.drill.replay).
+REPLAY_S = 40.0
+
+
+@pytest.fixture(scope="module")
+def frame() -> pd.DataFrame:
+    """Two weeks of 150 cards: about 4,000 transactions and their labels."""
+    return normalize(simulate(n_customers=150, n_terminals=300, n_days=14, seed=11))
+
+
+@pytest.fixture(scope="module")
+def artifact(frame: pd.DataFrame) -> ModelArtifact:
+    history = frame[frame["time"] < frame["time"].min() + 10 * 86_400].reset_index(drop=True)
+    return train_from_frame(history, replay_features(history), valid_days=3, config=TrainConfig(epochs=4))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(frame: pd.DataFrame, artifact: ModelArtifact) -> tuple[dict[str, float], dict[str, dict]]:
+    """Scores by tx_id and final card states of an uninterrupted run (the offline replay)."""
+    scores = dict(zip(frame["tx_id"].astype(str), artifact.predict_proba(replay_features(frame)).tolist()))
+    return scores, {card: state.to_dict() for card, state in replay_card_states(frame).items()}
+
+
+def run(broker: EmbeddedBroker, root: Path, name: str, frame: pd.DataFrame, artifact: ModelArtifact,
+        uninterrupted: tuple[dict[str, float], dict[str, dict]], steps: list[Step]) -> RunCheck:
+    """Two workers, the replay paced over REPLAY_S, ``steps`` on the way; the check of what it left."""
+    overrides = local_overrides(broker.url, root, name)
+    save_artifact(artifact, overrides["model_registry"])
+    events = len(frame) + int(frame["label"].sum())
+    with LocalServices(overrides, root / "logs", workers=2) as services:
+        replay(services, frame, steps, rate=events / REPLAY_S, timeout_s=240)
+        return check_run(services.settings, *uninterrupted)
+
+
+def assert_exact(check: RunCheck) -> None:
+    assert check.decisions == check.transactions and not check.missing and not check.doubled, check
+    assert check.score_gap <= 1e-6, check  # float32 inference: batch sizes change BLAS summation order
+    assert check.alerts > 0 and not check.alerts_missing and not check.alerts_unknown, check
+    assert check.cards > 0 and not check.cards_differing, check
+    assert check.exact
+
+
+def test_workers_share_partitions_and_rebalance_under_load_exactly(broker, tmp_path, frame, artifact, uninterrupted) -> None:
+    """Two workers split the partitions; a third joins at 30 % and the first leaves at 60 %."""
+    shares: list[float] = []
+
+    def record_shares(services: LocalServices) -> None:
+        shares.extend(sample_total(scrape(services.worker_port(index)), "riskstream_decisions_total") for index in (0, 1))
+
+    def add(services: LocalServices) -> None:
+        services.start_worker()
+
+    def remove(services: LocalServices) -> None:
+        services.kill_worker(0, signal.SIGTERM)
+
+    check = run(broker, tmp_path, "rebalance", frame, artifact, uninterrupted,
+                steps=[(0.25, record_shares), (0.3, add), (0.6, remove)])
+    assert_exact(check)
+    assert all(share > 0 for share in shares), shares  # both workers scored before the rebalances
+
+
+def test_worker_killed_mid_replay_and_restarted(broker, tmp_path, frame, artifact, uninterrupted) -> None:
+    """SIGKILL (no flush, no leave) at 30 %, the survivor takes over, the worker restarts at 45 %."""
+
+    def crash(services: LocalServices) -> None:
+        services.kill_worker(1, signal.SIGKILL)
+
+    def restart(services: LocalServices) -> None:
+        services.start_worker(1)
+
+    check = run(broker, tmp_path, "crash", frame, artifact, uninterrupted, steps=[(0.3, crash), (0.45, restart)])
+    assert_exact(check)
+    assert check.decision_messages >= check.transactions
