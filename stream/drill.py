@@ -18,11 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
 from audit import query
+from models.features import FEATURE_NAMES
+from models.network import ModelArtifact
+from models.replay import replay_card_states, replay_features
 from stream.local import LocalServices
 from stream.producer import produce, replay_events
 from stream.security import kafka_python_options
@@ -93,15 +97,38 @@ def read_table(settings: Settings, table: str) -> dict[bytes, Any]:
 
 
 @dataclass(frozen=True)
+class Reference:
+    """What an uninterrupted run of a frame gives (the offline replay, which one worker matches): scores and
+    features by tx_id, final card states (``CardState.to_dict()``) by card id."""
+
+    scores: Mapping[str, float]
+    features: Mapping[str, np.ndarray]
+    card_states: Mapping[str, dict]
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame, artifact: ModelArtifact) -> Reference:
+        inputs = replay_features(frame)
+        tx_ids = frame["tx_id"].astype(str)
+        return cls(dict(zip(tx_ids, artifact.predict_proba(inputs).tolist())), dict(zip(tx_ids, inputs.features)),
+                   {card: state.to_dict() for card, state in replay_card_states(frame).items()})
+
+
+#: Columns of the card features: they depend only on the card's own events, in its partition's order.
+CARD_COLUMNS = np.array([name.startswith("card_") for name in FEATURE_NAMES])
+
+
+@dataclass(frozen=True)
 class RunCheck:
-    """What a run left behind, against what it was given."""
+    """What a run left behind, against what an uninterrupted run gives."""
 
     transactions: int  #: transactions replayed
     decisions: int  #: decision rows in the audit store
     missing: int  #: transactions without a decision
     doubled: int  #: transactions with more than one decision row
     decision_messages: int  #: messages on the decisions topic (re-sends after a crash or a rebalance included)
+    scores_differing: int  #: decisions whose score is more than 1e-6 from the uninterrupted one
     score_gap: float  #: largest |stored score - uninterrupted score|
+    card_features_differing: int  #: decisions whose card features differ from the uninterrupted ones
     alerts: int  #: alerts in the audit store
     alert_messages: int  #: messages on the alerts topic
     alerts_missing: int  #: stored alerts whose tx_id is no key on the alerts topic
@@ -112,43 +139,47 @@ class RunCheck:
 
     @property
     def exact(self) -> bool:
-        """Every transaction decided once, no alert lost or invented, every card's state as without faults."""
-        return not (self.missing or self.doubled or self.alerts_missing or self.alerts_unknown or self.cards_differing) \
-            and self.decisions == self.transactions
+        """Every transaction decided once, no alert lost or invented, each card's state and features as in an
+        uninterrupted run (scores may still differ through terminal windows: see :func:`replay`)."""
+        return self.decisions == self.transactions and not (
+            self.missing or self.doubled or self.alerts_missing or self.alerts_unknown or self.cards_differing
+            or self.card_features_differing
+        )
 
     @property
     def events_per_s(self) -> float:
         return self.transactions / self.seconds if self.seconds > 0 else float("nan")
 
 
-def check_run(settings: Settings, scores: Mapping[str, float], card_states: Mapping[str, dict]) -> RunCheck:
-    """Compare the audit store, the alerts and decisions topics and the card-state changelog with the scores
-    (by tx_id) and card states (as ``CardState.to_dict()``, by card id) of an uninterrupted run."""
-    stored = query(settings.audit_dir, "SELECT tx_id, score, is_alert, decided_at FROM decisions").to_pandas()
+def check_run(settings: Settings, reference: Reference) -> RunCheck:
+    """Compare the audit store, the alerts and decisions topics and the card-state changelog with ``reference``."""
+    stored = query(settings.audit_dir, "SELECT tx_id, score, is_alert, decided_at, features FROM decisions").to_pandas()
     counts = stored["tx_id"].value_counts()
-    expected = pd.Series(scores, dtype="float64")
     first = stored.drop_duplicates("tx_id").set_index("tx_id")
-    common = first.index.intersection(expected.index)
-    gaps = (first.loc[common, "score"] - expected.loc[common]).abs()
+    common = first.index.intersection(pd.Index(list(reference.scores)))
+    gaps = (first.loc[common, "score"] - pd.Series(reference.scores).loc[common]).abs()
+    live = np.array([[dict(features)[name] for name in FEATURE_NAMES] for features in first.loc[common, "features"]])
+    live = live.reshape(-1, len(FEATURE_NAMES))
+    offline = np.array([reference.features[tx_id] for tx_id in common]).reshape(-1, len(FEATURE_NAMES))
     flagged = set(first.index[first["is_alert"]])
     alert_messages = read_topic(settings, settings.alerts_topic)
     alert_keys = {message.key.decode() for message in alert_messages}
     table = read_table(settings, "card-state")
-    differing = sum(
-        table.get(card.encode()) != json.loads(json.dumps(state)) for card, state in card_states.items()
-    )
+    differing = sum(table.get(card.encode()) != json.loads(json.dumps(state)) for card, state in reference.card_states.items())
     return RunCheck(
-        transactions=len(expected),
+        transactions=len(reference.scores),
         decisions=len(stored),
-        missing=len(expected.index.difference(first.index)),
+        missing=len(reference.scores) - len(common),
         doubled=int((counts > 1).sum()),
         decision_messages=len(read_topic(settings, settings.decisions_topic, idle_s=0.5)),
+        scores_differing=int((gaps > 1e-6).sum()),
         score_gap=float(gaps.max()) if len(gaps) else float("nan"),
+        card_features_differing=int((live[:, CARD_COLUMNS] != offline[:, CARD_COLUMNS]).any(axis=1).sum()),
         alerts=len(flagged),
         alert_messages=len(alert_messages),
         alerts_missing=len(flagged - alert_keys),
         alerts_unknown=len(alert_keys - flagged),
-        cards=len(card_states),
+        cards=len(reference.card_states),
         cards_differing=int(differing),
         seconds=(stored["decided_at"].max() - stored["decided_at"].min()).total_seconds() if len(stored) else 0.0,
     )
@@ -183,4 +214,4 @@ def replay(services: LocalServices, frame: pd.DataFrame, steps: Sequence[Step] =
     time.sleep(3 * settings.audit_export_interval_s)  # a late second copy would be exported by now
 
 
-__all__ = ["RunCheck", "Step", "check_run", "local_overrides", "read_table", "read_topic", "replay"]
+__all__ = ["CARD_COLUMNS", "Reference", "RunCheck", "Step", "check_run", "local_overrides", "read_table", "read_topic", "replay"]

@@ -18,10 +18,10 @@ import pytest
 from models.dataset import normalize
 from models.network import ModelArtifact
 from models.registry import save_artifact
-from models.replay import replay_card_states, replay_features
+from models.replay import replay_features
 from models.simulate import simulate
 from models.train import TrainConfig, train_from_frame
-from stream.drill import RunCheck, Step, check_run, local_overrides, replay
+from stream.drill import Reference, RunCheck, Step, check_run, local_overrides, replay
 from stream.embedded import EmbeddedBroker
 from stream.local import LocalServices
 from stream.metrics import sample_total, scrape
@@ -47,28 +47,27 @@ def artifact(frame: pd.DataFrame) -> ModelArtifact:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(frame: pd.DataFrame, artifact: ModelArtifact) -> tuple[dict[str, float], dict[str, dict]]:
-    """Scores by tx_id and final card states of an uninterrupted run (the offline replay)."""
-    scores = dict(zip(frame["tx_id"].astype(str), artifact.predict_proba(replay_features(frame)).tolist()))
-    return scores, {card: state.to_dict() for card, state in replay_card_states(frame).items()}
+def uninterrupted(frame: pd.DataFrame, artifact: ModelArtifact) -> Reference:
+    return Reference.of(frame, artifact)
 
 
 def run(broker: EmbeddedBroker, root: Path, name: str, frame: pd.DataFrame, artifact: ModelArtifact,
-        uninterrupted: tuple[dict[str, float], dict[str, dict]], steps: list[Step]) -> RunCheck:
+        uninterrupted: Reference, steps: list[Step]) -> RunCheck:
     """Two workers, the replay paced over REPLAY_S, ``steps`` on the way; the check of what it left."""
     overrides = local_overrides(broker.url, root, name)
     save_artifact(artifact, overrides["model_registry"])
     events = len(frame) + int(frame["label"].sum())
     with LocalServices(overrides, root / "logs", workers=2) as services:
         replay(services, frame, steps, rate=events / REPLAY_S, timeout_s=240)
-        return check_run(services.settings, *uninterrupted)
+        return check_run(services.settings, uninterrupted)
 
 
 def assert_exact(check: RunCheck) -> None:
+    """One decision per transaction, alerts neither lost nor invented, card state and card features as in an
+    uninterrupted run."""
     assert check.decisions == check.transactions and not check.missing and not check.doubled, check
-    assert check.score_gap <= 1e-6, check  # float32 inference: batch sizes change BLAS summation order
     assert check.alerts > 0 and not check.alerts_missing and not check.alerts_unknown, check
-    assert check.cards > 0 and not check.cards_differing, check
+    assert check.cards > 0 and not check.cards_differing and not check.card_features_differing, check
     assert check.exact
 
 
@@ -88,6 +87,8 @@ def test_workers_share_partitions_and_rebalance_under_load_exactly(broker, tmp_p
     check = run(broker, tmp_path, "rebalance", frame, artifact, uninterrupted,
                 steps=[(0.25, record_shares), (0.3, add), (0.6, remove)])
     assert_exact(check)
+    # rebalances pause every partition alike, so the paced replay keeps them within the label delay: same scores
+    assert check.scores_differing == 0 and check.score_gap <= 1e-6, check  # float32: BLAS order varies by batch
     assert all(share > 0 for share in shares), shares  # both workers scored before the rebalances
 
 
@@ -103,3 +104,5 @@ def test_worker_killed_mid_replay_and_restarted(broker, tmp_path, frame, artifac
     check = run(broker, tmp_path, "crash", frame, artifact, uninterrupted, steps=[(0.3, crash), (0.45, restart)])
     assert_exact(check)
     assert check.decision_messages >= check.transactions
+    # The killed worker's partitions stalled for tens of seconds, days of the paced replay's event time: a terminal
+    # may then see an old transaction after a newer one, which changes its windows (never the card's features).

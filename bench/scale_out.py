@@ -1,0 +1,102 @@
+"""Scale-out: one, two and four workers on the same 8-partition topics, each with the audit writer, all on this
+machine and one embedded broker; then the state memory per card.
+
+For each worker count the same simulated transactions (and their delayed labels) are produced once every worker
+is ready, at full speed, and the run is checked against the offline replay that one uninterrupted worker matches
+(stream/drill.py): one decision per transaction, alerts, every card's changelogged state and card features.
+Events/s counts transactions from the first to the last decision. On a machine with fewer cores than workers the
+ideal is flat: the point is that the totals stay exact and the rate does not collapse.
+
+Scores: a replay at full speed compresses days of event time into seconds, so partitions that progress at
+different rates drift apart by more than the label delay, and a terminal may see an old transaction after a
+newer one; "scores differing" counts what that changed (live traffic does not drift days).
+
+State memory per card: the card table's values as the changelog holds them (JSON bytes per card) and as a worker
+holds them in memory (Python objects: tracemalloc bytes per card, and the growth of this process's peak RSS per
+card when it builds them).
+
+    python bench/scale_out.py [--customers 500] [--days 21] [--workers 1 2 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import tempfile
+import tracemalloc
+from pathlib import Path
+
+from models.dataset import normalize
+from models.registry import save_artifact
+from models.replay import replay_features
+from models.simulate import simulate
+from models.train import TrainConfig, train_from_frame
+from stream.drill import Reference, RunCheck, check_run, local_overrides, read_topic, replay
+from stream.embedded import EmbeddedBroker
+from stream.local import LocalServices
+from stream.settings import Settings
+
+
+def memory_per_card(settings: Settings) -> tuple[int, float, float, float]:
+    """(cards, changelog JSON bytes, tracemalloc bytes, peak-RSS growth bytes) per card of the card-state table."""
+    latest = {message.key: message.value for message in read_topic(settings, f"{settings.app_id}-card-state-changelog")}
+    cards = len(latest)
+    serialised = sum(len(value) for value in latest.values()) / cards
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    tracemalloc.start()
+    table = {key: json.loads(value) for key, value in latest.items()}  # what the worker's memory store holds
+    held, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    rss_growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss_before
+    assert len(table) == cards
+    return cards, serialised, held / cards, rss_growth / cards
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=500)
+    parser.add_argument("--days", type=int, default=21)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--partitions", type=int, default=8)
+    args = parser.parse_args()
+
+    frame = normalize(simulate(n_customers=args.customers, n_terminals=2 * args.customers, n_days=args.days, seed=7))
+    history = frame[frame["time"] < frame["time"].min() + (args.days * 2 // 3) * 86_400].reset_index(drop=True)
+    artifact = train_from_frame(history, replay_features(history), valid_days=3, config=TrainConfig(epochs=4))
+    reference = Reference.of(frame, artifact)
+    print(f"{len(frame):,} transactions, {int(frame['label'].sum()):,} labels, {frame['card_id'].nunique():,} cards, "
+          f"{args.partitions} partitions")
+
+    checks: dict[int, RunCheck] = {}
+    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as scratch:
+        for workers in args.workers:
+            root = Path(scratch) / f"workers-{workers}"
+            overrides = local_overrides(broker.url, root, f"scale{workers}", partitions=args.partitions)
+            save_artifact(artifact, overrides["model_registry"])
+            with LocalServices(overrides, root / "logs", workers=workers) as services:
+                replay(services, frame, timeout_s=3600)
+                checks[workers] = check_run(services.settings, reference)
+                if workers == args.workers[0]:
+                    memory = memory_per_card(services.settings)
+            print(f"  {workers} worker(s): {checks[workers]}", flush=True)
+
+    print()
+    print("| workers | events/s | decisions | missing | doubled | decision messages | card states differing | "
+          "card features differing | scores differing | alerts (on topic: messages) | exact |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for workers, check in checks.items():
+        print(f"| {workers} | {check.events_per_s:,.0f} | {check.decisions:,} | {check.missing} | {check.doubled} | "
+              f"{check.decision_messages:,} | {check.cards_differing} of {check.cards:,} | {check.card_features_differing} | "
+              f"{check.scores_differing} | {check.alerts} ({check.alert_messages}) | {check.exact} |")
+    cards, serialised, held, rss = memory
+    print(f"\nstate memory per card ({cards:,} cards, {len(frame) / cards:.0f} transactions each): "
+          f"{serialised:,.0f} B in the changelog (JSON), {held:,.0f} B as Python objects (tracemalloc), "
+          f"{rss:,.0f} B of peak RSS growth")
+    base = checks[args.workers[0]].events_per_s
+    print("ratio: " + ", ".join(f"{workers} / {args.workers[0]} workers events/s = {check.events_per_s / base:.2f}"
+                                for workers, check in checks.items() if workers != args.workers[0]))
+
+
+if __name__ == "__main__":
+    main()
