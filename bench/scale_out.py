@@ -27,12 +27,8 @@ import tempfile
 import tracemalloc
 from pathlib import Path
 
-from models.dataset import normalize
 from models.registry import save_artifact
-from models.replay import replay_features
-from models.simulate import simulate
-from models.train import TrainConfig, train_from_frame
-from stream.drill import Reference, RunCheck, check_run, local_overrides, read_topic, replay
+from stream.drill import Reference, RunCheck, check_run, local_overrides, read_topic, replay, simulated
 from stream.embedded import EmbeddedBroker
 from stream.local import LocalServices
 from stream.settings import Settings
@@ -61,9 +57,7 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=8)
     args = parser.parse_args()
 
-    frame = normalize(simulate(n_customers=args.customers, n_terminals=2 * args.customers, n_days=args.days, seed=7))
-    history = frame[frame["time"] < frame["time"].min() + (args.days * 2 // 3) * 86_400].reset_index(drop=True)
-    artifact = train_from_frame(history, replay_features(history), valid_days=3, config=TrainConfig(epochs=4))
+    frame, artifact = simulated(args.customers, args.days)
     reference = Reference.of(frame, artifact)
     print(f"{len(frame):,} transactions, {int(frame['label'].sum()):,} labels, {frame['card_id'].nunique():,} cards, "
           f"{args.partitions} partitions")

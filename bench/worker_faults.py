@@ -8,8 +8,8 @@ after the session timeout); at 45 % it starts again and rejoins. ``rebalance``: 
 every stored alert is a key on the alerts topic (re-sends with the same key allowed) and no key is unknown, every
 card's state in the changelog equals an uninterrupted run's, and so do the card features. Re-sent decisions
 (decision messages beyond one per transaction) show the at-least-once redelivery that the idempotent sinks
-absorb. Scores may differ through terminal windows, counted in "scores differing": the replay runs at
-full speed (or ``--rate`` events/s), and a partition stalled for tens of seconds falls days of event time behind the others.
+absorb. Scores may differ through terminal windows, counted in "scores differing": the replay runs at full
+speed (or ``--rate`` events/s), and a partition stalled for tens of seconds falls days of event time behind.
 
     python bench/worker_faults.py crash [--customers 1500] [--days 35] [--rate 0]
     python bench/worker_faults.py rebalance [...]
@@ -23,18 +23,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from models.dataset import normalize
 from models.registry import save_artifact
-from models.replay import replay_features
-from models.simulate import simulate
-from models.train import TrainConfig, train_from_frame
-from stream.drill import Reference, Step, check_run, local_overrides, replay
+from stream.drill import Reference, Step, check_run, local_overrides, replay, simulated
 from stream.embedded import EmbeddedBroker
 from stream.local import LocalServices
 
 STEPS: dict[str, list[Step]] = {
-    "crash": [(0.30, lambda services: services.kill_worker(1, signal.SIGKILL)), (0.45, lambda services: services.start_worker(1))],
-    "rebalance": [(0.30, lambda services: services.start_worker()), (0.60, lambda services: services.kill_worker(0, signal.SIGTERM))],
+    "crash": [(0.30, lambda services: services.kill_worker(1, signal.SIGKILL)),
+              (0.45, lambda services: services.start_worker(1))],
+    "rebalance": [(0.30, lambda services: services.start_worker()),
+                  (0.60, lambda services: services.kill_worker(0, signal.SIGTERM))],
 }
 
 
@@ -46,9 +44,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=0.0, help="events/s produced (0: as fast as possible)")
     args = parser.parse_args()
 
-    frame = normalize(simulate(n_customers=args.customers, n_terminals=2 * args.customers, n_days=args.days, seed=7))
-    history = frame[frame["time"] < frame["time"].min() + (args.days * 2 // 3) * 86_400].reset_index(drop=True)
-    artifact = train_from_frame(history, replay_features(history), valid_days=3, config=TrainConfig(epochs=4))
+    frame, artifact = simulated(args.customers, args.days)
     reference = Reference.of(frame, artifact)
     print(f"{len(frame):,} transactions, {int(frame['label'].sum()):,} labels, {frame['card_id'].nunique():,} cards; "
           f"fault: {args.fault}")

@@ -24,9 +24,12 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
 from audit import query
+from models.dataset import normalize
 from models.features import FEATURE_NAMES
 from models.network import ModelArtifact
 from models.replay import replay_card_states, replay_features
+from models.simulate import simulate
+from models.train import TrainConfig, train_from_frame
 from stream.local import LocalServices
 from stream.producer import produce, replay_events
 from stream.security import kafka_python_options
@@ -94,6 +97,14 @@ def read_table(settings: Settings, table: str) -> dict[bytes, Any]:
         else:
             values[message.key] = json.loads(message.value)
     return values
+
+
+def simulated(customers: int, days: int, seed: int = 7) -> tuple[pd.DataFrame, ModelArtifact]:
+    """A drill's data: ``days`` of simulated transactions of ``customers`` cards (normalized, with labels), and a
+    small model trained on their first two thirds."""
+    frame = normalize(simulate(n_customers=customers, n_terminals=2 * customers, n_days=days, seed=seed))
+    history = frame[frame["time"] < frame["time"].min() + (days * 2 // 3) * 86_400].reset_index(drop=True)
+    return frame, train_from_frame(history, replay_features(history), valid_days=3, config=TrainConfig(epochs=4))
 
 
 @dataclass(frozen=True)
@@ -165,7 +176,8 @@ def check_run(settings: Settings, reference: Reference) -> RunCheck:
     alert_messages = read_topic(settings, settings.alerts_topic)
     alert_keys = {message.key.decode() for message in alert_messages}
     table = read_table(settings, "card-state")
-    differing = sum(table.get(card.encode()) != json.loads(json.dumps(state)) for card, state in reference.card_states.items())
+    states = reference.card_states
+    differing = sum(table.get(card.encode()) != json.loads(json.dumps(state)) for card, state in states.items())
     return RunCheck(
         transactions=len(reference.scores),
         decisions=len(stored),
@@ -214,4 +226,15 @@ def replay(services: LocalServices, frame: pd.DataFrame, steps: Sequence[Step] =
     time.sleep(3 * settings.audit_export_interval_s)  # a late second copy would be exported by now
 
 
-__all__ = ["CARD_COLUMNS", "Reference", "RunCheck", "Step", "check_run", "local_overrides", "read_table", "read_topic", "replay"]
+__all__ = [
+    "CARD_COLUMNS",
+    "Reference",
+    "RunCheck",
+    "Step",
+    "check_run",
+    "local_overrides",
+    "read_table",
+    "read_topic",
+    "replay",
+    "simulated",
+]

@@ -15,13 +15,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from models.dataset import normalize
 from models.network import ModelArtifact
 from models.registry import save_artifact
-from models.replay import replay_features
-from models.simulate import simulate
-from models.train import TrainConfig, train_from_frame
-from stream.drill import Reference, RunCheck, Step, check_run, local_overrides, replay
+from stream.drill import Reference, RunCheck, Step, check_run, local_overrides, replay, simulated
 from stream.embedded import EmbeddedBroker
 from stream.local import LocalServices
 from stream.metrics import sample_total, scrape
@@ -35,15 +31,19 @@ REPLAY_S = 40.0
 
 
 @pytest.fixture(scope="module")
-def frame() -> pd.DataFrame:
-    """Two weeks of 150 cards: about 4,000 transactions and their labels."""
-    return normalize(simulate(n_customers=150, n_terminals=300, n_days=14, seed=11))
+def drill_data() -> tuple[pd.DataFrame, ModelArtifact]:
+    """Two weeks of 150 cards (about 3,500 transactions and their labels), a model trained on the first nine days."""
+    return simulated(customers=150, days=14, seed=11)
 
 
 @pytest.fixture(scope="module")
-def artifact(frame: pd.DataFrame) -> ModelArtifact:
-    history = frame[frame["time"] < frame["time"].min() + 10 * 86_400].reset_index(drop=True)
-    return train_from_frame(history, replay_features(history), valid_days=3, config=TrainConfig(epochs=4))
+def frame(drill_data: tuple[pd.DataFrame, ModelArtifact]) -> pd.DataFrame:
+    return drill_data[0]
+
+
+@pytest.fixture(scope="module")
+def artifact(drill_data: tuple[pd.DataFrame, ModelArtifact]) -> ModelArtifact:
+    return drill_data[1]
 
 
 @pytest.fixture(scope="module")
