@@ -12,8 +12,8 @@ different rates drift apart by more than the label delay, and a terminal may see
 newer one; "scores differing" counts what that changed (live traffic does not drift days).
 
 State memory per card: the card table's values as the changelog holds them (JSON bytes per card) and as a worker
-holds them in memory (Python objects: tracemalloc bytes per card, and the growth of this process's peak RSS per
-card when it builds them).
+holds them in its memory store (the decoded Python objects, measured with tracemalloc: a worker's RSS also
+holds torch, Faust and buffers, and moves by more than a table of this size between two readings).
 
     python bench/scale_out.py [--customers 500] [--days 21] [--workers 1 2 4]
 """
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import tempfile
 import tracemalloc
 from pathlib import Path
@@ -34,19 +33,17 @@ from stream.local import LocalServices
 from stream.settings import Settings
 
 
-def memory_per_card(settings: Settings) -> tuple[int, float, float, float]:
-    """(cards, changelog JSON bytes, tracemalloc bytes, peak-RSS growth bytes) per card of the card-state table."""
+def memory_per_card(settings: Settings) -> tuple[int, float, float]:
+    """(cards, changelog JSON bytes, tracemalloc bytes) per card of the card-state table."""
     latest = {message.key: message.value for message in read_topic(settings, f"{settings.app_id}-card-state-changelog")}
     cards = len(latest)
     serialised = sum(len(value) for value in latest.values()) / cards
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     tracemalloc.start()
     table = {key: json.loads(value) for key, value in latest.items()}  # what the worker's memory store holds
     held, _ = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    rss_growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss_before
     assert len(table) == cards
-    return cards, serialised, held / cards, rss_growth / cards
+    return cards, serialised, held / cards
 
 
 def main() -> None:
@@ -83,10 +80,10 @@ def main() -> None:
         print(f"| {workers} | {check.events_per_s:,.0f} | {check.decisions:,} | {check.missing} | {check.doubled} | "
               f"{check.decision_messages:,} | {check.cards_differing} of {check.cards:,} | {check.card_features_differing} | "
               f"{check.scores_differing} | {check.alerts} ({check.alert_messages}) | {check.exact} |")
-    cards, serialised, held, rss = memory
+    cards, serialised, held = memory
     print(f"\nstate memory per card ({cards:,} cards, {len(frame) / cards:.0f} transactions each): "
-          f"{serialised:,.0f} B in the changelog (JSON), {held:,.0f} B as Python objects (tracemalloc), "
-          f"{rss:,.0f} B of peak RSS growth")
+          f"{serialised:,.0f} B in the changelog (JSON), {held:,.0f} B as Python objects in a worker's memory "
+          f"store (tracemalloc)")
     base = checks[args.workers[0]].events_per_s
     print("ratio: " + ", ".join(f"{workers} / {args.workers[0]} workers events/s = {check.events_per_s / base:.2f}"
                                 for workers, check in checks.items() if workers != args.workers[0]))

@@ -66,8 +66,9 @@ def local_overrides(broker_url: str, root: Path, app_id: str, partitions: int = 
     }
 
 
-def read_topic(settings: Settings, topic: str, idle_s: float = 2.0) -> list[ConsumerRecord]:
-    """Every message of ``topic``, from the start until nothing new arrived for ``idle_s``.
+def read_topic(settings: Settings, topic: str, idle_s: float = 2.0, first_s: float = 30.0) -> list[ConsumerRecord]:
+    """Every message of ``topic``, from the start until nothing new arrived for ``idle_s`` (or nothing at all in
+    ``first_s``).
 
     Ends on silence rather than on the partitions' end offsets, which the embedded broker reports too low.
     """
@@ -79,7 +80,7 @@ def read_topic(settings: Settings, topic: str, idle_s: float = 2.0) -> list[Cons
         consumer.seek_to_beginning(*partitions)
         messages: list[ConsumerRecord] = []
         last_news = time.monotonic()
-        while time.monotonic() - last_news < idle_s:
+        while time.monotonic() - last_news < (idle_s if messages else first_s):
             for batch in consumer.poll(timeout_ms=200).values():
                 messages.extend(batch)
                 last_news = time.monotonic()
@@ -183,7 +184,7 @@ def check_run(settings: Settings, reference: Reference) -> RunCheck:
         decisions=len(stored),
         missing=len(reference.scores) - len(common),
         doubled=int((counts > 1).sum()),
-        decision_messages=len(read_topic(settings, settings.decisions_topic, idle_s=0.5)),
+        decision_messages=len(read_topic(settings, settings.decisions_topic)),
         scores_differing=int((gaps > 1e-6).sum()),
         score_gap=float(gaps.max()) if len(gaps) else float("nan"),
         card_features_differing=int((live[:, CARD_COLUMNS] != offline[:, CARD_COLUMNS]).any(axis=1).sum()),
