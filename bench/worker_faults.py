@@ -18,6 +18,7 @@ speed (or ``--rate`` events/s), and a partition stalled for tens of seconds fall
 from __future__ import annotations
 
 import argparse
+import shutil
 import signal
 import tempfile
 import time
@@ -49,14 +50,20 @@ def main() -> None:
     print(f"{len(frame):,} transactions, {int(frame['label'].sum()):,} labels, {frame['card_id'].nunique():,} cards; "
           f"fault: {args.fault}")
 
-    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as scratch:
-        overrides = local_overrides(broker.url, Path(scratch), args.fault)
+    scratch = Path(tempfile.mkdtemp(prefix=f"riskstream-{args.fault}-"))
+    with EmbeddedBroker() as broker:
+        overrides = local_overrides(broker.url, scratch, args.fault)
         save_artifact(artifact, overrides["model_registry"])
         started = time.monotonic()
-        with LocalServices(overrides, Path(scratch) / "logs", workers=2) as services:
-            replay(services, frame, STEPS[args.fault], rate=args.rate or None, timeout_s=3600)
-            check = check_run(services.settings, reference)
+        try:
+            with LocalServices(overrides, scratch / "logs", workers=2) as services:
+                replay(services, frame, STEPS[args.fault], rate=args.rate or None, timeout_s=3600)
+                check = check_run(services.settings, reference)
+        except Exception:
+            print(f"failed: the workers' and the writer's logs are kept in {scratch / 'logs'}")
+            raise
         wall = time.monotonic() - started
+    shutil.rmtree(scratch)
 
     print()
     print("| fault | transactions | decisions | missing | doubled | decision messages | alerts | alert messages | "

@@ -87,6 +87,7 @@ def create_app(settings: Settings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=settings.session_timeout_s,
         broker_rebalance_timeout=settings.rebalance_timeout_s,
+        recovery_consistency_check=settings.recovery_consistency_check,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
         web_port=settings.web_port,
         # Without a linger every message is its own produce request, which caps a worker at a few hundred
