@@ -104,11 +104,12 @@ def read_table(settings: Settings, table: str) -> dict[bytes, Any]:
     return values
 
 
-def simulated(customers: int, days: int, seed: int = 7) -> tuple[pd.DataFrame, ModelArtifact]:
+def simulated(customers: int, days: int, seed: int = 7, train_days: int | None = None) -> tuple[pd.DataFrame, ModelArtifact]:
     """A drill's data: ``days`` of simulated transactions of ``customers`` cards (normalized, with labels), and a
-    small model trained on their first two thirds."""
+    small model trained on their first ``train_days`` (two thirds by default)."""
     frame = normalize(simulate(n_customers=customers, n_terminals=2 * customers, n_days=days, seed=seed))
-    history = frame[frame["time"] < frame["time"].min() + (days * 2 // 3) * 86_400].reset_index(drop=True)
+    train_days = days * 2 // 3 if train_days is None else train_days
+    history = frame[frame["time"] < frame["time"].min() + train_days * 86_400].reset_index(drop=True)
     return frame, train_from_frame(history, replay_features(history), valid_days=3, config=TrainConfig(epochs=4))
 
 

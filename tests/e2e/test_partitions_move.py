@@ -32,8 +32,8 @@ REPLAY_S = 40.0
 
 @pytest.fixture(scope="module")
 def drill_data() -> tuple[pd.DataFrame, ModelArtifact]:
-    """Two weeks of 150 cards (about 3,500 transactions and their labels), a model trained on the first nine days."""
-    return simulated(customers=150, days=14, seed=11)
+    """Two weeks of 150 cards (about 3,500 transactions and their labels), a model trained on the first ten days."""
+    return simulated(customers=150, days=14, seed=11, train_days=10)
 
 
 @pytest.fixture(scope="module")
