@@ -16,6 +16,7 @@ from functools import partial
 import faust
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from explain import Explainer
 from models.registry import load_artifact
@@ -47,9 +48,10 @@ class Serving:
         self.scorer: Scorer | None = None
 
     def load(self) -> Scorer:
-        # One intra-op thread: batches are small, and a second thread fighting the event loop for two cores
-        # made scoring and SHAP several times slower here, not faster.
+        # One intra-op thread (torch, and BLAS for the explainer): batches are small, and a second thread
+        # fighting the event loop for two cores made scoring and SHAP several times slower here, not faster.
         torch.set_num_threads(1)
+        threadpool_limits(1, user_api="blas")
         artifact = load_artifact(self.settings.model_registry, self.settings.model_version)
         logger.info("serving model %s", artifact.version)
         return Scorer(
