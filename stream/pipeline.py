@@ -169,6 +169,7 @@ class Scorer:
         if not transactions:
             return ScoredBatch([], [])
         features = inputs.features
+        sequences = inputs.sequences.reshape(len(transactions), -1)  # float32, stored whole for retraining and replay
         head_inputs = self.artifact.head_inputs(inputs)
         logits = self.artifact.score_head(head_inputs)
         scores = expit(logits)
@@ -189,6 +190,7 @@ class Scorer:
                 "model_version": self.artifact.version,
                 "decided_at": decided_at,
                 "features": features[row].tolist(),  # in artifact.feature_names order
+                "sequence": sequences[row].tolist(),
                 "base_value": None,
                 "additivity_gap": None,
                 "explanation_flagged": row in flagged,
