@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -12,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from click.testing import CliRunner
 
 from audit import AuditStore
 from audit.inputs import stored_inputs
@@ -22,6 +24,7 @@ from models.registry import champion_version, list_versions, load_artifact, mani
 from models.replay import replay_features
 from models.simulate import simulate
 from models.train import TrainConfig, train_from_frame
+from stream.cli import main
 from stream.learning import replay, retrain
 
 FAST = TrainConfig(hidden=(16, 8), epochs=2, batch_size=512)
@@ -132,3 +135,35 @@ def test_replay_with_the_original_model_matches_every_decision_and_counts_change
     assert report.decisions == len(store.frame) and report.scores_changed == len(store.frame)
     assert report.alerts_changed == report.new_alerts == int((expected_alerts != stored_alerts).sum()) > 0
     assert report.dropped_alerts == 0
+
+
+def test_models_commands_shadow_promote_and_roll_back_and_replay_reports_as_json(store: Store) -> None:
+    runner = CliRunner()
+    registry = ["--registry", str(store.registry)]
+    challenger = copy.deepcopy(store.champion)
+    with torch.no_grad():
+        challenger.network.head[-1].bias -= 1.0
+    challenger.version = new_version(challenger.network, datetime(2026, 1, 1, tzinfo=timezone.utc))
+    save_artifact(challenger, store.registry, promote=False)
+
+    def run(*args: str) -> str:
+        result = runner.invoke(main, [*args, *registry])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    assert f"shadow: {challenger.version}" in run("models", "shadow", challenger.version)
+    listing = run("models", "list")
+    assert f"* {store.champion.version}" in listing and f"~ {challenger.version}" in listing
+    run("models", "promote", challenger.version)
+    assert champion_version(store.registry) == challenger.version
+    assert f"champion: {store.champion.version}" in run("models", "rollback")
+    assert champion_version(store.registry) == store.champion.version
+    assert "shadow: none" in run("models", "shadow", "--clear")
+    assert "~" not in run("models", "list")
+    assert runner.invoke(main, ["models", "promote", "20200101T000000-deadbeef", *registry]).exit_code == 1
+
+    report = json.loads(run("replay", "--from", "2018-04-01", "--to", "2018-04-10", "--json", "--audit-dir", str(store.root)))
+    in_range = (store.frame["time"] <= datetime(2018, 4, 10, tzinfo=timezone.utc).timestamp()).sum()
+    assert report["decisions"] == in_range and report["changed"] == 0 and report["matched"] == 1.0
+    table = run("replay", "--from", "2018-04-01", "--to", "2018-04-10", "--model", challenger.version, "--audit-dir", str(store.root))
+    assert f"replayed with: {challenger.version}" in table and "total" in table
