@@ -24,7 +24,8 @@ LabelClock = Literal["received", "reported"]
 """Which time says when a label became known: the store's arrival stamp, or the sender's report time."""
 
 _INPUTS = """
-SELECT d.tx_id, d.event_time, d.card_id, d.model_version, d.decided_at, d.score_logit, d.threshold, d.is_alert,
+SELECT d.tx_id, d.event_time, d.card_id, d.model_version, d.decided_at, coalesce(d.batch_id, 0) AS batch_id, d.batch_row,
+       d.score_logit, d.threshold, d.is_alert,
        d.features, d.sequence, l.is_fraud AS label
 FROM read_parquet({decisions}) AS d LEFT JOIN (
     SELECT tx_id, is_fraud FROM read_parquet({labels}) WHERE {known}
@@ -44,9 +45,9 @@ def stored_inputs(
 ) -> pa.Table:
     """Decisions with ``since <= event_time <= until`` (naive UTC), in event-time order, with their label.
 
-    Columns: ``tx_id, event_time, card_id, model_version, decided_at, score_logit, threshold, is_alert,
+    Columns: ``tx_id, event_time, card_id, model_version, decided_at, batch_id, score_logit, threshold, is_alert,
     features`` (in the model's feature order), ``sequence`` (float32, empty for decisions stored before it
-    was kept) and ``label`` (the latest verdict known at ``labels_as_of``, NULL when none; every label when
+    was kept), ``batch_id`` (0 for decisions stored without one), ``batch_row`` and ``label`` (the latest verdict known at ``labels_as_of``, NULL when none; every label when
     ``labels_as_of`` is None).
     """
     if label_clock not in ("received", "reported"):

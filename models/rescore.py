@@ -3,8 +3,10 @@
 Each decision holds its model's whole input (features and card sequence as the worker computed them from the
 state of that moment), so replaying needs no state rebuilt. The model's float32 arithmetic gives a row a
 result that can differ in the last bits with the size of the batch it is computed in, so decisions are scored
-again in the batches they were made in (one model version and one ``decided_at`` per worker batch): with the
-model that made them, every score comes back to the bit.
+again in the batches they were made in, row for row (their ``batch_id`` and ``batch_row``; for decisions stored
+without them, their model version and ``decided_at``): with the model that made them, every score comes back
+to the bit. The worker scores with one intra-op thread (``stream.app.Serving``), and so does a replay: the way a
+product is split between threads changes its rounding too.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
+import torch
 from scipy.special import expit
 
 from models.network import ModelArtifact, ModelInputs
@@ -67,16 +70,31 @@ def rescore(
 ) -> ReplayReport:
     """Score ``frame``'s decisions again with ``model`` (each one's own ``model_version`` when None).
 
-    ``frame`` has ``model_version, decided_at, score_logit, threshold, is_alert`` per row of ``inputs``
-    (``models.challenge.StoredRows``); ``load`` gives a registry version's artifact. With its own model a
+    ``frame`` has ``model_version, decided_at, batch_id, batch_row, score_logit, threshold, is_alert`` per row of
+    ``inputs`` (``models.challenge.StoredRows``); ``load`` gives a registry version's artifact. With its own model a
     decision keeps its stored threshold; with another it takes that model's.
     """
     report = ReplayReport(model=model or "own")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _rescore_batches(report, frame, inputs, load, model, tolerance)
+    finally:
+        torch.set_num_threads(threads)
+    return report
+
+
+def _rescore_batches(
+    report: ReplayReport, frame: pd.DataFrame, inputs: ModelInputs, load: Callable[[str], ModelArtifact], model: str | None, tolerance: float
+) -> None:
     artifacts: dict[str, ModelArtifact] = {}
     stored_logits = frame["score_logit"].to_numpy(dtype=np.float64)
     thresholds = frame["threshold"].to_numpy(dtype=np.float64)
     were_alerts = frame["is_alert"].to_numpy(dtype=bool)
-    for (version, _decided_at), rows in frame.groupby(["model_version", "decided_at"], sort=False).indices.items():
+    batches = frame.groupby(["model_version", "decided_at", "batch_id"], sort=False, dropna=False).indices
+    positions = frame["batch_row"].to_numpy(dtype=np.float64, na_value=np.nan)
+    for (version, _decided_at, _batch), rows in batches.items():
+        rows = rows[np.argsort(positions[rows], kind="stable")]  # the batch's own order (NaN rows last, as stored)
         name = model or version
         if name not in artifacts:
             artifacts[name] = load(name)
@@ -93,4 +111,3 @@ def rescore(
             "dropped_alerts": int((~alerts & was_alert).sum()),
         }
         report.add(version, counts, float(gaps.max()))
-    return report

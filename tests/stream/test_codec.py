@@ -73,6 +73,8 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "explanation_flagged": False,
         "reasons": [REASON, {**REASON, "feature": "recent_spending_pattern", "value": None}],
         "sequence": [0.5, 1.25, 0.0, 3.0],
+        "batch_id": 12345,
+        "batch_row": 7,
         "shadow_model_version": "v4",
         "shadow_score": 0.7,
         "shadow_score_logit": 0.847,
@@ -156,7 +158,7 @@ def test_record_written_with_an_older_schema_gets_the_new_defaults():
 
 def test_decision_written_before_the_model_inputs_and_shadow_were_kept_gets_their_defaults():
     current = json.loads((SCHEMA_DIR / "Decision.avsc").read_text())
-    added = ("sequence", "shadow_model_version", "shadow_score", "shadow_score_logit", "shadow_is_alert")
+    added = ("sequence", "batch_id", "batch_row", "shadow_model_version", "shadow_score", "shadow_score_logit", "shadow_is_alert")
     old_decision = {**current, "fields": [field for field in current["fields"] if field["name"] not in added]}
     registry = SchemaRegistry({**DEFAULT_SCHEMA_IDS, 100: old_decision})
     old = {key: value for key, value in SAMPLES["Decision"].items() if key not in added}
@@ -166,7 +168,7 @@ def test_decision_written_before_the_model_inputs_and_shadow_were_kept_gets_thei
 
     decoded = AvroCodec("Decision", "confluent", registry).decode(data)
 
-    assert decoded == {**old, "sequence": [], "shadow_model_version": None, "shadow_score": None,
+    assert decoded == {**old, "sequence": [], "batch_id": None, "batch_row": None, "shadow_model_version": None, "shadow_score": None,
                        "shadow_score_logit": None, "shadow_is_alert": None}
 
 
