@@ -48,8 +48,11 @@ class Serving:
         self.settings = settings
         self.tokenize = tokenize
         self.ready = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="riskstream-score")
-        self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="riskstream-load")
+        # One intra-op thread: batches are small, and a second thread fighting the event loop for two cores
+        # made scoring and SHAP several times slower here, not faster. (The setting is per thread under
+        # OpenMP, so each thread that runs the model sets it.)
+        self._executor = ThreadPoolExecutor(1, "riskstream-score", initializer=torch.set_num_threads, initargs=(1,))
+        self._loader = ThreadPoolExecutor(1, "riskstream-load", initializer=torch.set_num_threads, initargs=(1,))
         self.scorer: Scorer | None = None
         self.shadow: ModelArtifact | None = None
         self.pointers: Pointers | None = None
@@ -69,9 +72,6 @@ class Serving:
 
     def load(self, pointers: Pointers | None = None) -> tuple[Pointers, Scorer, ModelArtifact | None]:
         """Load (and verify) the models ``pointers`` name, reusing those already served."""
-        # One intra-op thread: batches are small, and a second thread fighting the event loop for two cores
-        # made scoring and SHAP several times slower here, not faster.
-        torch.set_num_threads(1)
         pointers = pointers or read_pointers(self.settings.model_registry, self.settings.model_version)
         current = self.pointers
         scorer = self.scorer if current and self.scorer and current.champion == pointers.champion else self._scorer(pointers.champion)
