@@ -71,7 +71,7 @@ def test_shadow_scores_are_stored_and_a_promotion_mid_stream_loses_and_doubles_n
     champion = train_from_frame(history, replay_features(history), valid_days=3, warmup_days=2, config=TrainConfig(hidden=(16, 8), epochs=2))
     challenger = copy.deepcopy(champion)  # alerts more: the champion's output moved up, same threshold
     with torch.no_grad():
-        challenger.network.head[-1].bias += 2.0
+        challenger.network.head[-1].bias += 1.0
     challenger.version = new_version(challenger.network, datetime(2026, 1, 1, tzinfo=timezone.utc))
     overrides = {
         "broker_url": broker.url, "app_id": "rollout", "partitions": 2, "demo_mode": True, "batch_size": 100,
