@@ -169,6 +169,7 @@ class Scorer:
         if not transactions:
             return ScoredBatch([], [])
         features = inputs.features
+        sequences = inputs.sequences.reshape(len(transactions), -1)  # float32, stored whole for retraining and replay
         head_inputs = self.artifact.head_inputs(inputs)
         logits = self.artifact.score_head(head_inputs)
         scores = expit(logits)
@@ -176,8 +177,8 @@ class Scorer:
         explanations, flagged = self._explain(transactions, alert_rows, features, head_inputs, logits)
         batch = ScoredBatch([], [], flagged=len(flagged))
         # Plain Python numbers in one conversion per array: per-row numpy indexing costs more than the row.
-        for row, (transaction, score, logit, values) in enumerate(
-            zip(transactions, scores.tolist(), logits.tolist(), features.tolist())
+        for row, (transaction, score, logit, values, sequence) in enumerate(
+            zip(transactions, scores.tolist(), logits.tolist(), features.tolist(), sequences.tolist())
         ):
             decision = {
                 "tx_id": transaction["tx_id"],
@@ -192,6 +193,7 @@ class Scorer:
                 "model_version": self.artifact.version,
                 "decided_at": decided_at,
                 "features": values,  # in artifact.feature_names order
+                "sequence": sequence,
                 "base_value": None,
                 "additivity_gap": None,
                 "explanation_flagged": row in flagged,

@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     dead_letter_topic: str = Field("dead-letters", description="RISKSTREAM_DEAD_LETTER_TOPIC: rejected input with its reason in the headers")
     model_registry: Path = Field(Path("var/models"), description="RISKSTREAM_MODEL_REGISTRY: model registry folder; the champion is served")
     model_version: str | None = Field(None, description="RISKSTREAM_MODEL_VERSION: serve this version instead of the champion")
+    model_poll_interval_s: float = Field(5.0, gt=0.0, description="RISKSTREAM_MODEL_POLL_INTERVAL_S: how often workers check the registry's CHAMPION and SHADOW pointers and switch models")
     threshold: float | None = Field(None, ge=0.0, le=1.0, description="RISKSTREAM_THRESHOLD: alert threshold on the probability; default: the model's recommended one")
     top_reasons: int = Field(5, ge=1, description="RISKSTREAM_TOP_REASONS: reasons carried by an alert (the audit store keeps all)")
     explanation_tolerance: float = Field(1e-4, gt=0.0, description="RISKSTREAM_EXPLANATION_TOLERANCE: largest additivity gap an alert may carry unflagged")
