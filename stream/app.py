@@ -21,7 +21,7 @@ from explain import Explainer
 from models.registry import load_artifact
 from stream import metrics
 from stream.codec import AvroCodec, register_faust_codecs
-from stream.pipeline import Reject, ScoredBatch, Scorer, apply_card_stage, apply_terminal_stage, decode_valid
+from stream.pipeline import Reject, ScoredBatch, Scorer, apply_card_stage, apply_terminal_stage, decode_valid, terminal_event
 from stream.probes import add_probes
 from stream.security import faust_credentials
 from stream.privacy import Tokenizer, load_tokenizer
@@ -153,7 +153,7 @@ def create_app(settings: Settings) -> faust.App:
                 if not record.get("terminal_id"):
                     metrics.LABELS.labels("unroutable").inc()
                     continue
-                event = codecs["TerminalEvent"].encode({"transaction": None, "feedback": record})
+                event = codecs["TerminalEvent"].encode(terminal_event(feedback=record))
                 by_terminal.send_soon(key=record["terminal_id"].encode(), value=event)
             metrics.EVENTS.labels(settings.feedback_topic).inc(len(records))
 
@@ -164,7 +164,7 @@ def create_app(settings: Settings) -> faust.App:
             started = time.perf_counter()
             transactions = [codecs["Transaction"].decode(raw) for raw in raws]
             for enriched in apply_card_stage(transactions, card_states):
-                event = codecs["TerminalEvent"].encode({"transaction": enriched, "feedback": None})
+                event = codecs["TerminalEvent"].encode(terminal_event(enriched))
                 by_terminal.send_soon(key=enriched["transaction"]["terminal_id"].encode(), value=event)
             metrics.BATCH_SECONDS.labels("card").observe(time.perf_counter() - started)
 
