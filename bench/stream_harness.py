@@ -12,10 +12,12 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from kafka import KafkaConsumer, TopicPartition
 
 from models.dataset import normalize
+from models.network import ModelArtifact
 from models.registry import save_artifact
 from models.replay import replay_features
 from models.simulate import simulate
@@ -37,10 +39,19 @@ def load_transactions(data: Path, limit: int) -> tuple[pd.DataFrame, str]:
     return normalize(raw).head(limit).reset_index(drop=True), "simulated (models/simulate.py)"
 
 
-def train_model(registry: Path) -> None:
+def train_model(registry: Path) -> ModelArtifact:
     """A behaviour model trained on four simulated weeks (seconds of work), saved as the champion."""
     frame = normalize(simulate(n_customers=500, n_terminals=1000, n_days=28, seed=5))
-    save_artifact(train_from_frame(frame, replay_features(frame), valid_days=7, config=TrainConfig(epochs=5)), registry)
+    artifact = train_from_frame(frame, replay_features(frame), valid_days=7, config=TrainConfig(epochs=5))
+    save_artifact(artifact, registry)
+    return artifact
+
+
+def alert_threshold(artifact: ModelArtifact, frame: pd.DataFrame, rate: float = 0.01, sample: int = 20_000) -> float:
+    """The score above which ``rate`` of the frame's first ``sample`` transactions alert, so that the
+    benchmark explains about as many alerts as a service would (the model was trained on other data)."""
+    head = frame.head(sample).reset_index(drop=True)
+    return float(np.quantile(artifact.predict_proba(replay_features(head)), 1.0 - rate))
 
 
 def worker_overrides(broker: EmbeddedBroker, workdir: Path, app_id: str, **extra: Any) -> dict[str, Any]:
@@ -99,4 +110,4 @@ def read_topic(bootstrap: list[str], topic: str) -> list:
         consumer.close()
 
 
-__all__ = ["HANDBOOK", "PARTITIONS", "load_transactions", "read_topic", "train_model", "wait_for_metric", "worker_overrides"]
+__all__ = ["HANDBOOK", "PARTITIONS", "alert_threshold", "load_transactions", "read_topic", "train_model", "wait_for_metric", "worker_overrides"]

@@ -13,7 +13,8 @@ and on the same topic:
   them: events/s from the first transaction re-keyed by card to the last decision on the decisions topic
   (Kafka's message timestamps), and a check that every transaction has a decision in the audit store.
 
-The model is trained on simulated weeks first (seconds). Medians over ``--repeats``.
+The model is trained on simulated weeks first (seconds), its threshold set so that about 1 % of the
+transactions alert. Medians over ``--repeats``.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from stream.local import LocalServices  # noqa: E402
 from stream.producer import produce, replay_events  # noqa: E402
 from stream.settings import Settings  # noqa: E402
 from stream.topics import create_topics  # noqa: E402
-from stream_harness import HANDBOOK, load_transactions, read_topic, train_model, wait_for_metric, worker_overrides  # noqa: E402
+from stream_harness import HANDBOOK, alert_threshold, load_transactions, read_topic, train_model, wait_for_metric, worker_overrides  # noqa: E402
 
 TIMEOUT_S = 600.0
 
@@ -67,9 +68,9 @@ def counting_rate(settings: Settings, expected: int, workdir: Path, run: int) ->
     return result["count"] / (result["last"] - result["first"])
 
 
-def worker_rate(broker: EmbeddedBroker, transactions_topic: str, expected: int, workdir: Path, run: int) -> dict:
+def worker_rate(broker: EmbeddedBroker, transactions_topic: str, threshold: float, expected: int, workdir: Path, run: int) -> dict:
     """Events/s of the riskstream worker, first transaction in to last decision out, and what it produced."""
-    overrides = worker_overrides(broker, workdir, f"bench-worker-{run}", transactions_topic=transactions_topic)
+    overrides = worker_overrides(broker, workdir, f"bench-worker-{run}", transactions_topic=transactions_topic, threshold=threshold)
     services = LocalServices(overrides, workdir / f"logs-{run}")
     settings = services.settings
     create_topics(settings)
@@ -101,14 +102,14 @@ def main() -> None:
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     with EmbeddedBroker() as broker:
-        train_model(workdir / "models")
+        threshold = alert_threshold(train_model(workdir / "models"), frame)
         load = Settings(**worker_overrides(broker, workdir, "bench-load"))
         create_topics(load)
         produce(replay_events(frame, load, label_delay_days=None), load, total=len(frame), progress=False)
         counts, workers = [], []
         for run in range(args.repeats):
             counts.append(counting_rate(load, len(frame), workdir, run))
-            workers.append(worker_rate(broker, load.transactions_topic, len(frame), workdir, run))
+            workers.append(worker_rate(broker, load.transactions_topic, threshold, len(frame), workdir, run))
             print(f"run {run + 1}: counting agent {counts[-1]:,.0f} events/s, worker {workers[-1]['rate']:,.0f} events/s", file=sys.stderr)
 
     count = statistics.median(counts)

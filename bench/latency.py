@@ -1,0 +1,135 @@
+"""Latency of one worker at a steady rate: produce time to decision and to explained alert, percentiles.
+
+    python bench/latency.py [--rate 1000] [--seconds 60] [--data ../shared/data/handbook_raw.parquet]
+
+An embedded broker, a worker and the audit writer as ``stream.local`` runs them (the model trained on
+simulated weeks, its threshold set so that about 1 % of the replayed transactions alert). After a warm-up
+(the first transactions, until the worker has decided them), handbook transactions (simulated ones when the
+file is absent) are produced one by one at ``--rate`` a second for ``--seconds``, each sent on its own.
+Latency of a transaction: from the moment it was sent to
+
+- ``decided_at``, the time the worker stamps on the decision when its batch is scored;
+- the decision's message on the decisions topic (Kafka's timestamp: when the worker's producer took it);
+- the alert's message on the alerts topic, sent after the batch's alerts are explained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from kafka import KafkaProducer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from stream.codec import AvroCodec  # noqa: E402
+from stream.embedded import EmbeddedBroker  # noqa: E402
+from stream.local import LocalServices  # noqa: E402
+from stream.metrics import scrape  # noqa: E402
+from stream.producer import transaction_record  # noqa: E402
+from stream.settings import Settings  # noqa: E402
+from stream.topics import create_topics  # noqa: E402
+from stream_harness import HANDBOOK, alert_threshold, load_transactions, read_topic, train_model, wait_for_metric, worker_overrides  # noqa: E402
+
+WARM_UP = 2_000
+TARGETS_MS = {"decision": (10.0, 50.0), "alert": (None, 100.0)}
+
+
+def wait_ready(port: int, timeout_s: float, alive: object) -> None:
+    """Wait until the worker's /ready page says ready (model loaded, partitions owned)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        alive()  # type: ignore[operator]
+        try:
+            if json.loads(scrape(port, path="/ready", timeout_s=5.0)).get("status") == "ready":
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError("the worker did not get ready")
+
+
+def send_steadily(settings: Settings, records: list[dict], rate: float) -> dict[str, float]:
+    """Send each record on its own at ``rate`` a second; returns each tx_id's send time (epoch ms)."""
+    codec = AvroCodec("Transaction")
+    values = [(record["card_id"].encode(), codec.encode(record)) for record in records]
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks=1, linger_ms=0)
+    sent: dict[str, float] = {}
+    started = time.monotonic()
+    try:
+        for index, (key, value) in enumerate(values):
+            delay = started + index / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            sent[records[index]["tx_id"]] = time.time() * 1000.0
+            producer.send(settings.transactions_topic, key=key, value=value)
+        producer.flush()
+    finally:
+        producer.close()
+    return sent
+
+
+def percentiles(latencies: list[float]) -> tuple[float, float, float]:
+    return tuple(float(value) for value in np.percentile(np.asarray(latencies), [50, 99, 100]))  # type: ignore[return-value]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=1000.0, help="transactions a second")
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--data", type=Path, default=HANDBOOK)
+    parser.add_argument("--workdir", type=Path, default=Path("var/bench/latency"), help="emptied first; logs stay there")
+    args = parser.parse_args()
+
+    steady = int(args.rate * args.seconds)
+    frame, source = load_transactions(args.data, WARM_UP + steady)
+    records = [transaction_record(row) for row in frame.to_dict("records")]
+    shutil.rmtree(args.workdir, ignore_errors=True)
+    args.workdir.mkdir(parents=True)
+    with EmbeddedBroker() as broker:
+        threshold = alert_threshold(train_model(args.workdir / "models"), frame)
+        services = LocalServices(worker_overrides(broker, args.workdir, "bench-latency", threshold=threshold), args.workdir / "logs")
+        settings = services.settings
+        create_topics(settings)
+        with services:
+            wait_ready(settings.web_port, 300, services.check_alive)
+            send_steadily(settings, records[:WARM_UP], rate=args.rate)
+            wait_for_metric(settings.web_port, "riskstream_decisions_total", WARM_UP, 300, services.check_alive)
+            started = time.monotonic()
+            sent = send_steadily(settings, records[WARM_UP:], rate=args.rate)
+            achieved = steady / (time.monotonic() - started)
+            wait_for_metric(settings.web_port, "riskstream_decisions_total", WARM_UP + steady, 300, services.check_alive)
+        decisions = AvroCodec("Decision")
+        latencies: dict[str, list[float]] = {"decided_at": [], "decision": [], "alert": []}
+        for message in read_topic(settings.bootstrap_servers, settings.decisions_topic):
+            tx_id = message.key.decode()
+            if tx_id in sent:
+                latencies["decided_at"].append(decisions.decode(message.value)["decided_at"] - sent[tx_id])
+                latencies["decision"].append(message.timestamp - sent[tx_id])
+        for message in read_topic(settings.bootstrap_servers, settings.alerts_topic):
+            if message.key.decode() in sent:
+                latencies["alert"].append(message.timestamp - sent[message.key.decode()])
+
+    print(f"\n{steady:,} {source} transactions sent one by one at {achieved:,.0f}/s for {args.seconds:.0f} s "
+          f"after a warm-up of {WARM_UP:,}; {len(latencies['alert']):,} alerts\n")
+    print("| from send to | transactions | p50 ms | p99 ms | max ms | target p50 / p99 ms |")
+    print("|---|---|---|---|---|---|")
+    rows = (("decided_at (batch scored)", "decided_at", None), ("decision on its topic", "decision", "decision"),
+            ("explained alert on its topic", "alert", "alert"))
+    for label, key, target in rows:
+        p50, p99, worst = percentiles(latencies[key]) if latencies[key] else (float("nan"),) * 3
+        wanted = " / ".join("-" if value is None else f"{value:.0f}" for value in TARGETS_MS[target]) if target else ""
+        print(f"| {label} | {len(latencies[key]):,} | {p50:.1f} | {p99:.1f} | {worst:.1f} | {wanted} |")
+    decision_p50, decision_p99, _ = percentiles(latencies["decision"])
+    alert_p99 = percentiles(latencies["alert"])[1] if latencies["alert"] else float("nan")
+    print(f"ratio to the targets: decision p50 {decision_p50 / 10:.2f}, decision p99 {decision_p99 / 50:.2f}, "
+          f"alert p99 {alert_p99 / 100:.2f} (1.00 or less meets a target)")
+
+
+if __name__ == "__main__":
+    main()
