@@ -26,6 +26,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/explain.py
 	$(BIN)/python bench/audit_writer.py
 	$(BIN)/python bench/audit_query.py
+	$(BIN)/python bench/worker_throughput.py --events 50000
+	$(BIN)/python bench/latency.py --seconds 60
 
 clean:
 	rm -rf $(VENV) var

@@ -7,6 +7,7 @@ The worker runs as operators run it (``faust -A stream.app worker`` beside the a
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 from collections.abc import Callable
@@ -93,6 +94,27 @@ def wait_for_metric(port: int, name: str, expected: float, timeout_s: float, ali
     return value
 
 
+class CpuClock:
+    """CPU seconds a process has used (all its threads), sampled against wall-clock time.
+
+    Work per CPU second stays steady on a machine that other jobs share, where wall-clock rates do not.
+    Reads ``/proc`` (Linux).
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.samples: list[tuple[float, float]] = []
+
+    def sample(self) -> None:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        self.samples.append((time.time(), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")))
+
+    def between(self, start: float, end: float) -> float:
+        """CPU seconds used between two wall-clock times (epoch seconds), interpolated between samples."""
+        times, cpu = zip(*self.samples)
+        return float(np.interp(end, times, cpu) - np.interp(start, times, cpu))
+
+
 def read_topic(bootstrap: list[str], topic: str) -> list:
     """Every message on ``topic`` (key, value and timestamp), read from the start."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
@@ -110,4 +132,4 @@ def read_topic(bootstrap: list[str], topic: str) -> list:
         consumer.close()
 
 
-__all__ = ["HANDBOOK", "PARTITIONS", "alert_threshold", "load_transactions", "read_topic", "train_model", "wait_for_metric", "worker_overrides"]
+__all__ = ["HANDBOOK", "PARTITIONS", "CpuClock", "alert_threshold", "load_transactions", "read_topic", "train_model", "wait_for_metric", "worker_overrides"]
