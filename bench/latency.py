@@ -4,7 +4,7 @@
 
 An embedded broker, a worker and the audit writer as ``stream.local`` runs them (the model trained on
 simulated weeks, its threshold set so that about 1 % of the replayed transactions alert). After a warm-up
-(the first transactions, until the worker has decided them), handbook transactions (simulated ones when the
+(10 s of transactions at the same rate, until the worker has decided them), handbook transactions (simulated ones when the
 file is absent) are produced one by one at ``--rate`` a second for ``--seconds``, each sent on its own.
 Latency of a transaction: from the moment it was sent to
 
@@ -36,7 +36,7 @@ from stream.settings import Settings  # noqa: E402
 from stream.topics import create_topics  # noqa: E402
 from stream_harness import HANDBOOK, alert_threshold, load_transactions, read_topic, train_model, wait_for_metric, worker_overrides  # noqa: E402
 
-WARM_UP = 2_000
+WARM_UP_SECONDS = 10.0
 TARGETS_MS = {"decision": (10.0, 50.0), "alert": (None, 100.0)}
 
 
@@ -89,7 +89,8 @@ def main() -> None:
     args = parser.parse_args()
 
     steady = int(args.rate * args.seconds)
-    frame, source = load_transactions(args.data, WARM_UP + steady)
+    warm_up = int(args.rate * WARM_UP_SECONDS)
+    frame, source = load_transactions(args.data, warm_up + steady)
     records = [transaction_record(row) for row in frame.to_dict("records")]
     shutil.rmtree(args.workdir, ignore_errors=True)
     args.workdir.mkdir(parents=True)
@@ -102,12 +103,12 @@ def main() -> None:
         create_topics(settings)
         with services:
             wait_ready(settings.web_port, 300, services.check_alive)
-            send_steadily(settings, records[:WARM_UP], rate=args.rate)
-            wait_for_metric(settings.web_port, "riskstream_decisions_total", WARM_UP, 300, services.check_alive)
+            send_steadily(settings, records[:warm_up], rate=args.rate)
+            wait_for_metric(settings.web_port, "riskstream_decisions_total", warm_up, 300, services.check_alive)
             started = time.monotonic()
-            sent = send_steadily(settings, records[WARM_UP:], rate=args.rate)
+            sent = send_steadily(settings, records[warm_up:], rate=args.rate)
             achieved = steady / (time.monotonic() - started)
-            wait_for_metric(settings.web_port, "riskstream_decisions_total", WARM_UP + steady, 300, services.check_alive)
+            wait_for_metric(settings.web_port, "riskstream_decisions_total", warm_up + steady, 300, services.check_alive)
         decisions = AvroCodec("Decision")
         latencies: dict[str, list[float]] = {"decided_at": [], "decision": [], "alert": []}
         for message in read_topic(settings.bootstrap_servers, settings.decisions_topic):
@@ -120,7 +121,7 @@ def main() -> None:
                 latencies["alert"].append(message.timestamp - sent[message.key.decode()])
 
     print(f"\n{steady:,} {source} transactions sent one by one at {achieved:,.0f}/s for {args.seconds:.0f} s "
-          f"after a warm-up of {WARM_UP:,}; {len(latencies['alert']):,} alerts; batches wait at most "
+          f"after a warm-up of {warm_up:,}; {len(latencies['alert']):,} alerts; batches wait at most "
           f"{settings.batch_within_s * 1000:g} ms, the producer lingers {settings.producer_linger_s * 1000:g} ms\n")
     print("| from send to | transactions | p50 ms | p99 ms | max ms | target p50 / p99 ms |")
     print("|---|---|---|---|---|---|")
