@@ -74,6 +74,22 @@ def send_steadily(settings: Settings, records: list[dict], rate: float) -> dict[
     return sent
 
 
+def hop_medians(settings: Settings, sent: dict[str, float]) -> dict[str, float]:
+    """Median ms at which the steady transactions reached each topic on their way (Kafka's timestamps)."""
+    stages = {"re-keyed by card (ingest)": (f"{settings.app_id}-by-card", AvroCodec("Transaction"), lambda record: record),
+              "re-keyed by terminal (card stage)": (f"{settings.app_id}-by-terminal", AvroCodec("TerminalEvent"),
+                                                    lambda record: (record["transaction"] or {}).get("transaction") or {})}
+    medians = {}
+    for label, (topic, codec, transaction_of) in stages.items():
+        delays = []
+        for message in read_topic(settings.bootstrap_servers, topic):
+            tx_id = transaction_of(codec.decode(message.value)).get("tx_id")
+            if tx_id in sent:
+                delays.append(message.timestamp - sent[tx_id])
+        medians[label] = float(np.median(delays)) if delays else float("nan")
+    return medians
+
+
 def percentiles(latencies: list[float]) -> tuple[float, float, float]:
     return tuple(float(value) for value in np.percentile(np.asarray(latencies), [50, 99, 100]))  # type: ignore[return-value]
 
@@ -119,6 +135,7 @@ def main() -> None:
         for message in read_topic(settings.bootstrap_servers, settings.alerts_topic):
             if message.key.decode() in sent:
                 latencies["alert"].append(message.timestamp - sent[message.key.decode()])
+        hops = hop_medians(settings, sent)
 
     print(f"\n{steady:,} {source} transactions sent one by one at {achieved:,.0f}/s for {args.seconds:.0f} s "
           f"after a warm-up of {warm_up:,}; {len(latencies['alert']):,} alerts; batches wait at most "
@@ -131,6 +148,8 @@ def main() -> None:
         p50, p99, worst = percentiles(latencies[key]) if latencies[key] else (float("nan"),) * 3
         wanted = " / ".join("-" if value is None else f"{value:.0f}" for value in TARGETS_MS[target]) if target else ""
         print(f"| {label} | {len(latencies[key]):,} | {p50:.1f} | {p99:.1f} | {worst:.1f} | {wanted} |")
+    print("\nwhere the time goes, median ms from send: " + ", ".join(f"{label} {value:.1f}" for label, value in hops.items())
+          + f", decision {percentiles(latencies['decision'])[0]:.1f}")
     decision_p50, decision_p99, _ = percentiles(latencies["decision"])
     alert_p99 = percentiles(latencies["alert"])[1] if latencies["alert"] else float("nan")
     print(f"ratio to the targets: decision p50 {decision_p50 / 10:.2f}, decision p99 {decision_p99 / 50:.2f}, "
