@@ -21,6 +21,7 @@ from explain import Explainer
 from models.registry import load_artifact
 from stream import metrics
 from stream.codec import AvroCodec, register_faust_codecs
+from stream.fetching import FetchWaitApp
 from stream.pipeline import Reject, ScoredBatch, Scorer, apply_card_stage, apply_terminal_stage, decode_valid, terminal_event
 from stream.probes import add_probes
 from stream.security import faust_credentials
@@ -76,8 +77,9 @@ def create_app(settings: Settings) -> faust.App:
     Refuses (ConfigurationError) when there is no key for card tokens outside demo mode.
     """
     tokenize = load_tokenizer(settings)
-    app = faust.App(
+    app = FetchWaitApp(
         settings.app_id,
+        fetch_wait_s=settings.fetch_wait_s,
         broker=settings.broker_url,
         broker_credentials=faust_credentials(settings),
         store=settings.store_url,
