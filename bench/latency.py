@@ -16,10 +16,10 @@ Latency of a transaction: from the moment it was sent to
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -30,28 +30,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from stream.codec import AvroCodec  # noqa: E402
 from stream.embedded import EmbeddedBroker  # noqa: E402
 from stream.local import LocalServices  # noqa: E402
-from stream.metrics import scrape  # noqa: E402
 from stream.producer import transaction_record  # noqa: E402
 from stream.settings import Settings  # noqa: E402
 from stream.topics import create_topics  # noqa: E402
-from stream_harness import HANDBOOK, alert_threshold, load_transactions, read_topic, train_model, wait_for_metric, worker_overrides  # noqa: E402
+from stream_harness import HANDBOOK, alert_threshold, is_ready, load_transactions, read_topic, train_model, wait_for_metric, worker_overrides  # noqa: E402
 
 WARM_UP_SECONDS = 10.0
 TARGETS_MS = {"decision": (10.0, 50.0), "alert": (None, 100.0)}
 
 
-def wait_ready(port: int, timeout_s: float, alive: object) -> None:
+def wait_ready(port: int, timeout_s: float, alive: Callable[[], None]) -> None:
     """Wait until the worker's /ready page says ready (model loaded, partitions owned)."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        alive()  # type: ignore[operator]
-        try:
-            if json.loads(scrape(port, path="/ready", timeout_s=5.0)).get("status") == "ready":
-                return
-        except OSError:
-            pass
+    while not is_ready(port):
+        alive()
+        if time.monotonic() > deadline:
+            raise RuntimeError("the worker did not get ready")
         time.sleep(0.5)
-    raise RuntimeError("the worker did not get ready")
 
 
 def send_steadily(settings: Settings, records: list[dict], rate: float) -> dict[str, float]:

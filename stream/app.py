@@ -135,10 +135,8 @@ def create_app(settings: Settings) -> faust.App:
     async def ingest_transactions(stream: faust.StreamT) -> None:
         """Decode and validate transactions and re-key them by card; reject the rest to dead letters.
 
-        A producer that keys by card keeps each card's events in order all the way to the card stage. Nothing
-        is taken before the model can score it: until then transactions wait in Kafka, not in the stages.
+        A producer that keys by card keeps each card's events in order all the way to the card stage.
         """
-        await serving.ready.wait()
         async for raws in take(stream):
             now_ms = int(time.time() * 1000)
             records, rejects = decode_valid(raws, codecs["Transaction"], partial(validate_transaction, now_ms=now_ms))
