@@ -95,6 +95,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--batch-within", type=float, default=None, help="RISKSTREAM_BATCH_WITHIN_S (default: the setting's default)")
     parser.add_argument("--linger", type=float, default=None, help="RISKSTREAM_PRODUCER_LINGER_S (default: the setting's default)")
+    parser.add_argument("--fetch-wait", type=float, default=None, help="RISKSTREAM_FETCH_WAIT_S (default: the setting's default)")
     parser.add_argument("--data", type=Path, default=HANDBOOK)
     parser.add_argument("--workdir", type=Path, default=Path("var/bench/latency"), help="emptied first; logs stay there")
     args = parser.parse_args()
@@ -107,7 +108,7 @@ def main() -> None:
     args.workdir.mkdir(parents=True)
     with EmbeddedBroker() as broker:
         threshold = alert_threshold(train_model(args.workdir / "models"), frame)
-        tuning = {"batch_within_s": args.batch_within, "producer_linger_s": args.linger}
+        tuning = {"batch_within_s": args.batch_within, "producer_linger_s": args.linger, "fetch_wait_s": args.fetch_wait}
         overrides = worker_overrides(broker, args.workdir, "bench-latency", threshold=threshold, **{k: v for k, v in tuning.items() if v is not None})
         services = LocalServices(overrides, args.workdir / "logs")
         settings = services.settings
@@ -134,7 +135,8 @@ def main() -> None:
 
     print(f"\n{steady:,} {source} transactions sent one by one at {achieved:,.0f}/s for {args.seconds:.0f} s "
           f"after a warm-up of {warm_up:,}; {len(latencies['alert']):,} alerts; batches wait at most "
-          f"{settings.batch_within_s * 1000:g} ms, the producer lingers {settings.producer_linger_s * 1000:g} ms\n")
+          f"{settings.batch_within_s * 1000:g} ms, the producer lingers {settings.producer_linger_s * 1000:g} ms, "
+          f"fetches wait at most {settings.fetch_wait_s * 1000:g} ms\n")
     print("| from send to | transactions | p50 ms | p99 ms | max ms | target p50 / p99 ms |")
     print("|---|---|---|---|---|---|")
     rows = (("decided_at (batch scored)", "decided_at", None), ("decision on its topic", "decision", "decision"),
