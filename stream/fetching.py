@@ -3,7 +3,9 @@
 A consumer's fetch request waits at the broker until data arrives or the fetch wait runs out. Apache Kafka
 answers as soon as data arrives, so there the wait only spaces out idle polls; the embedded broker answers
 a waiting fetch late, often only when the wait runs out, so at 1.5 s each of the worker's three stages
-added a quarter of a second or more to a transaction's latency (``bench/fetch_wait.py`` shows it).
+added a quarter of a second or more to a transaction's latency (``bench/fetch_wait.py`` shows it). The
+setting keeps Faust's 1.5 s by default: with a short wait, card partitions drifted further apart in event
+time than the terminal features tolerate (BENCHMARKS.md, "One worker").
 """
 
 from __future__ import annotations
