@@ -24,7 +24,8 @@ from models.network import ModelArtifact, ModelInputs
 from models.registry import load_artifact
 from stream import metrics
 from stream.codec import AvroCodec, register_faust_codecs
-from stream.pipeline import Reject, ScoredBatch, Scorer, apply_card_stage, apply_terminal_stage, decode_valid
+from stream.fetching import FetchWaitApp
+from stream.pipeline import Reject, ScoredBatch, Scorer, apply_card_stage, apply_terminal_stage, decode_valid, terminal_event
 from stream.probes import add_probes
 from stream.rollout import Pointers, add_shadow_scores, read_pointers
 from stream.security import faust_credentials
@@ -151,8 +152,9 @@ def create_app(settings: Settings) -> faust.App:
     Refuses (ConfigurationError) when there is no key for card tokens outside demo mode.
     """
     tokenize = load_tokenizer(settings)
-    app = faust.App(
+    app = FetchWaitApp(
         settings.app_id,
+        fetch_wait_s=settings.fetch_wait_s,
         broker=settings.broker_url,
         broker_credentials=faust_credentials(settings),
         store=settings.store_url,
@@ -228,7 +230,7 @@ def create_app(settings: Settings) -> faust.App:
                 if not record.get("terminal_id"):
                     metrics.LABELS.labels("unroutable").inc()
                     continue
-                event = codecs["TerminalEvent"].encode({"transaction": None, "feedback": record})
+                event = codecs["TerminalEvent"].encode(terminal_event(feedback=record))
                 by_terminal.send_soon(key=record["terminal_id"].encode(), value=event)
             metrics.EVENTS.labels(settings.feedback_topic).inc(len(records))
 
@@ -239,7 +241,7 @@ def create_app(settings: Settings) -> faust.App:
             started = time.perf_counter()
             transactions = [codecs["Transaction"].decode(raw) for raw in raws]
             for enriched in apply_card_stage(transactions, card_states):
-                event = codecs["TerminalEvent"].encode({"transaction": enriched, "feedback": None})
+                event = codecs["TerminalEvent"].encode(terminal_event(enriched))
                 by_terminal.send_soon(key=enriched["transaction"]["terminal_id"].encode(), value=event)
             metrics.BATCH_SECONDS.labels("card").observe(time.perf_counter() - started)
 

@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     batch_size: int = Field(500, ge=1, description="RISKSTREAM_BATCH_SIZE: events scored per model call at most")
     batch_within_s: float = Field(0.05, gt=0.0, description="RISKSTREAM_BATCH_WITHIN_S: longest wait to fill a batch")
     producer_linger_s: float = Field(0.01, ge=0.0, description="RISKSTREAM_PRODUCER_LINGER_S: how long the worker's producer gathers messages into one request")
+    fetch_wait_s: float = Field(1.5, gt=0.0, description="RISKSTREAM_FETCH_WAIT_S: longest wait of the worker's consumer for a fetch (Faust fixes 1.5 s; see stream/fetching.py)")
     producer_batch_bytes: int = Field(512 * 1024, ge=1024, description="RISKSTREAM_PRODUCER_BATCH_BYTES: largest producer batch per partition")
     audit_dir: Path = Field(Path("var/audit"), description="RISKSTREAM_AUDIT_DIR: the DuckDB audit store's folder")
     audit_flush_interval_s: float = Field(2.0, gt=0.0, description="RISKSTREAM_AUDIT_FLUSH_INTERVAL_S: longest time the audit writer buffers")
