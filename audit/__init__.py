@@ -2,7 +2,8 @@
 
 Read in this order: ``schema`` (columns, tables, Arrow batches), ``store`` (``AuditStore``, the one writer:
 idempotent Arrow inserts, retention), ``segments`` (the Parquet files it exports), ``views`` (what analysts
-query), ``reader`` (``connect``/``query`` over the exports).
+query), ``reader`` (``connect``/``query`` over the exports), ``inputs`` (stored model inputs with the labels
+known at a cut-off, for retraining and replay).
 Nothing here imports the stream: the stream hands decoded records to ``AuditStore`` and commits its offsets
 after ``flush()``; training reads through ``audit.reader``.
 """

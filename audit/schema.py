@@ -14,7 +14,9 @@ Layout of a store root::
 Times are stored as ``TIMESTAMP`` holding UTC. A decision's ``features`` are a ``DOUBLE[]`` in the order of its
 model's feature names, which the ``models`` table holds once per model version (a list decodes several times
 faster than an Avro map of name to value); the analysts' ``decisions`` view turns them back into a
-``MAP(VARCHAR, DOUBLE)``.
+``MAP(VARCHAR, DOUBLE)``. With ``sequence`` (the card's recent steps, ``FLOAT[]``, as the model read them) they
+are the model's whole input, which retraining and replay read back. Columns added later are nullable, and a
+store created before them gains them when its writer opens it (:func:`add_columns_sql`).
 """
 
 from __future__ import annotations
@@ -86,6 +88,13 @@ DECISION_COLUMNS: tuple[Column, ...] = (
     Column("base_value", "DOUBLE", pa.float64(), required=False),
     Column("additivity_gap", "DOUBLE", pa.float64(), required=False),
     Column("explanation_flagged", "BOOLEAN", pa.bool_(), required=False),
+    Column("sequence", "FLOAT[]", pa.list_(pa.float32()), required=False),
+    Column("batch_id", "BIGINT", pa.int64(), required=False),
+    Column("batch_row", "INTEGER", pa.int32(), required=False),
+    Column("shadow_model_version", "VARCHAR", pa.string(), required=False),
+    Column("shadow_score", "DOUBLE", pa.float64(), required=False),
+    Column("shadow_score_logit", "DOUBLE", pa.float64(), required=False),
+    Column("shadow_is_alert", "BOOLEAN", pa.bool_(), required=False),
 )
 REASON_COLUMNS: tuple[Column, ...] = (
     Column("tx_id", "VARCHAR", pa.string()),

@@ -16,6 +16,8 @@
 ``reference_bins``     each model's training-data bins, the baseline of ``drift``
 ``explanation_drift``  per event day and reason: how many of the day's alerts it leads (rank 1) and their
                        share of the day's alerts, a change visible without labels
+``shadow_agreement``   per event day, champion and shadow model: decisions both scored, each one's alerts,
+                       the share where they agree on alerting, the mean log-odds gap and the scores' correlation
 =====================  ==================================================================================
 """
 
@@ -30,7 +32,7 @@ __all__ = ["VIEWS", "view_statements"]
 #: Every view an analyst can query, in the order they are defined.
 VIEWS = (
     "reasons", "label_history", "models", "reference_bins", "decisions", "alerts", "labels", "labels_unmatched",
-    "decisions_labelled", "daily", "drift", "explanation_drift",
+    "decisions_labelled", "daily", "drift", "explanation_drift", "shadow_agreement",
 )
 
 _LATEST_LABEL = (
@@ -91,6 +93,16 @@ JOIN (SELECT CAST(event_time AS DATE) AS day, count(*) AS alerts FROM alerts GRO
 GROUP BY ALL ORDER BY day, share DESC, reason
 """
 
+_SHADOW_AGREEMENT = """
+SELECT CAST(event_time AS DATE) AS day, model_version, shadow_model_version, count(*) AS decisions,
+       count(*) FILTER (WHERE is_alert) AS champion_alerts, count(*) FILTER (WHERE shadow_is_alert) AS shadow_alerts,
+       count(*) FILTER (WHERE is_alert AND shadow_is_alert) AS both_alert,
+       count(*) FILTER (WHERE is_alert = shadow_is_alert) / count(*) AS agreement,
+       avg(abs(score_logit - shadow_score_logit)) AS mean_abs_logit_gap, corr(score, shadow_score) AS score_correlation
+FROM {decisions} WHERE shadow_model_version IS NOT NULL
+GROUP BY ALL ORDER BY day, model_version, shadow_model_version
+"""
+
 
 def _segments(root: Path, table: str) -> str:
     return f"read_parquet({sql_string(root / SEGMENTS_DIR / table / '*.parquet')})"
@@ -125,5 +137,6 @@ def view_statements(root: str | Path) -> list[str]:
         "daily": _DAILY.format(decisions=decisions, labels=_segments(root, "labels")),
         "drift": _DRIFT.format(decisions=decisions),
         "explanation_drift": _EXPLANATION_DRIFT,
+        "shadow_agreement": _SHADOW_AGREEMENT.format(decisions=decisions),
     }
     return [f"CREATE OR REPLACE VIEW {name} AS {bodies[name]}" for name in VIEWS]

@@ -6,7 +6,10 @@ with 5 reasons each, every tx_id new). Each run feeds them to a fresh store in p
 left out. The same messages go through the one-record-at-a-time decoding the writer used before, side by side.
 Rates are per wall second and per CPU second of this process (DuckDB and polars use threads); medians of runs.
 
-    python bench/audit_writer.py [--decisions 300000] [--runs 3]
+    python bench/audit_writer.py [--decisions 300000] [--runs 3] [--sequence]
+
+``--sequence``: decisions also carry what the worker adds for retraining and replay (the card's 32-value
+sequence, the batch id and row).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import numpy as np
 
 from audit import AuditStore
 from models.features import FEATURE_NAMES
-from models.network import ModelArtifact, build_network, new_version
+from models.network import BehaviourModel, ModelArtifact, ModelInputs, new_version
 from models.reference import reference_profile
 from models.registry import save_artifact
 from stream.audit_writer import MAX_BUFFERED, AuditWriter
@@ -35,16 +38,16 @@ T0 = 1_767_225_600_000
 
 
 def saved_model(registry: Path, rng: np.random.Generator) -> str:
-    network = build_network(len(FEATURE_NAMES), (8,))
+    network = BehaviourModel(len(FEATURE_NAMES), (8,), sequence_dim=4, summary_size=4)
     version = new_version(network, datetime(2026, 1, 1, tzinfo=timezone.utc))
     x = rng.gamma(2.0, 10.0, (5000, len(FEATURE_NAMES)))
     reference = reference_profile(x, rng.beta(1, 30, 5000), FEATURE_NAMES)
     save_artifact(ModelArtifact(version, FEATURE_NAMES, network, np.zeros(len(FEATURE_NAMES)), np.ones(len(FEATURE_NAMES)),
-                                x[:4], 0.5, 7.0, reference=reference), registry)
+                                ModelInputs(x[:4], np.zeros((4, 8, 4))), 0.5, 7.0, reference=reference), registry)
     return version
 
 
-def messages(count: int, version: str, rng: np.random.Generator) -> list[bytes]:
+def messages(count: int, version: str, rng: np.random.Generator, sequence: bool = False) -> list[bytes]:
     """``count`` encoded decisions: 1,000 encoded templates, each message with its own fixed-width tx_id."""
     codec = AvroCodec("Decision")
     templates = []
@@ -59,6 +62,8 @@ def messages(count: int, version: str, rng: np.random.Generator) -> list[bytes]:
             "features": [float(v) for v in np.round(rng.gamma(2.0, 10.0, len(FEATURE_NAMES)), 2)],
             "base_value": -4.0 if alert else None, "additivity_gap": 1e-7 if alert else None, "reasons": reasons,
         }
+        if sequence:
+            record |= {"sequence": rng.normal(size=32).astype(np.float32).tolist(), "batch_id": i // 50, "batch_row": i % 50}
         encoded = codec.encode(record)
         templates.append((encoded[:6], encoded[6 + 15 :]))  # header + length byte | tx_id (15 bytes) | the rest
     return [head + f"tx-{n:012d}".encode() + tail for n, (head, tail) in zip(range(count), templates * (count // 1000 + 1))]
@@ -95,11 +100,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--decisions", type=int, default=300_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--sequence", action="store_true", help="decisions carry the card sequence and batch ids too")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as registry:
         settings = Settings(demo_mode=True, model_registry=Path(registry))
-        values = messages(args.decisions, saved_model(Path(registry), rng), rng)
+        values = messages(args.decisions, saved_model(Path(registry), rng), rng, args.sequence)
         paths = {"one read per poll (polars)": AuditWriter.add_decisions, "one record at a time (fastavro)": one_by_one}
         rates = {}
         for name, add in paths.items():
@@ -108,7 +114,7 @@ def main() -> None:
             wall = statistics.median(t[0] for t in timings)
             cpu = statistics.median(t[1] for t in timings)
             rates[name] = (len(values) / wall, len(values) / cpu)
-    print(f"{args.decisions:,} decisions, median of {args.runs} runs\n")
+    print(f"{args.decisions:,} decisions{' with sequences' if args.sequence else ''}, median of {args.runs} runs\n")
     print(f"| writer path | decisions/s (wall) | decisions/s (per CPU second) |\n|---|---|---|")
     for name, (wall_rate, cpu_rate) in rates.items():
         print(f"| {name} | {wall_rate:,.0f} | {cpu_rate:,.0f} |")

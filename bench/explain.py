@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -95,6 +96,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()
     torch.set_num_threads(1)
+    threadpool_limits(1, user_api="blas")
     artifact, features = artifact_and_rows()
     config = TrainConfig()
     print(f"model: GRU summary ({config.summary_size}) + MLP {len(artifact.input_names)} -> {config.hidden} -> 1, "

@@ -11,7 +11,8 @@ feature's raw value.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from types import MappingProxyType
 from typing import Any, Protocol
 
@@ -106,6 +107,9 @@ class Explainer:
         templates = DEFAULT_TEMPLATES if reason_templates is None else reason_templates
         self._templates = {name: templates[name] for name in self.reason_names if name in templates}
         _check_templates(self._templates)
+        self._label_makers = tuple(
+            _label_maker(name, name in self._grouped, self._templates.get(name)) for name in self.reason_names
+        )
         self.base_value = self._deeplift.base_value
 
     @classmethod
@@ -161,10 +165,7 @@ class Explainer:
         ]
 
     def _labels(self, data_row: np.ndarray) -> tuple[str, ...]:
-        return tuple(
-            reason_label(name, None if name in self._grouped else value, self._templates.get(name))
-            for name, value in zip(self.reason_names, data_row.tolist())
-        )
+        return tuple(map(_call, self._label_makers, data_row.tolist()))
 
 
 def _reasons(input_names: tuple[str, ...], groups: Mapping[str, Sequence[int]]) -> tuple[tuple[str, ...], np.ndarray]:
@@ -203,6 +204,20 @@ def _rows(array: np.ndarray, columns: int, name: str) -> np.ndarray:
     if rows.ndim != 2 or rows.shape[1] != columns:
         raise ExplainError(f"{name} has shape {np.shape(array)}, expected (N, {columns})")
     return rows
+
+
+def _call(make: Callable[[float], str], value: float) -> str:
+    return make(value)
+
+
+def _label_maker(name: str, grouped: bool, template: str | None) -> Callable[[float], str]:
+    """``reason_label`` of one reason as a function of its value, its template looked up once, not per alert."""
+    if grouped:
+        label = reason_label(name, None, template)
+        return lambda _value: label
+    if template is None:
+        return partial(reason_label, name)
+    return lambda value: template.format(value=value)
 
 
 def _check_templates(templates: Mapping[str, str]) -> None:

@@ -63,9 +63,9 @@ class Background:
 class _Activation:
     """What the rescale rule needs of one activation layer's background rows."""
 
-    outputs: torch.Tensor  # f(z) of the background rows, (B, H)
-    inputs: torch.Tensor  # z of the background rows, (B, H)
-    slopes: torch.Tensor  # f'(z) of the background rows, (B, H)
+    outputs: np.ndarray  # f(z) of the background rows, (B, H)
+    inputs: np.ndarray  # z of the background rows, (B, H)
+    slopes: np.ndarray  # f'(z) of the background rows, (B, H)
 
 
 class DeepLift:
@@ -95,91 +95,102 @@ class DeepLift:
             raise ExplainError(f"background has {background.rows.shape[1]} columns, the network takes {self.n_inputs}")
         if last.weight.shape[0] != 1:
             raise ExplainError(f"network must map (N, D) rows to (N, 1) logits, got {last.weight.shape[0]} outputs")
-        self._rows = torch.tensor(background.rows)
-        self._weights = torch.tensor(background.weights)
+        self._rows = background.rows
+        self._weights = background.weights
         self._references: list[_Activation] = []
         h = self._rows
         for step in self._steps:
             if isinstance(step, _Linear):
                 h = step(h)
                 continue
-            z = h.clone().requires_grad_(True)
+            z = torch.tensor(h, requires_grad=True)
             with torch.enable_grad():
-                out = step(z)
+                out = step.module(z)
                 (slopes,) = torch.autograd.grad(out.sum(), z)
-            self._references.append(_Activation(out.detach(), h, slopes))
-            h = out.detach()
+            self._references.append(_Activation(out.detach().numpy(), h, slopes.numpy()))
+            h = out.detach().numpy()
         self.base_value = float(self._weights @ h.reshape(-1))
 
     def outputs(self, x: np.ndarray) -> np.ndarray:
         """The network's output ``(N,)`` for rows ``(N, D)``, in float64."""
-        with torch.no_grad():
-            h = torch.from_numpy(_float64_rows(x, self.n_inputs))
-            for step in self._steps:
-                h = step(h)
-        return h.reshape(-1).numpy()
+        h = _float64_rows(x, self.n_inputs)
+        for step in self._steps:
+            h = step(h)
+        return h.reshape(-1)
 
     def values(self, x: np.ndarray) -> np.ndarray:
         """SHAP values ``(N, D)``: ``values.sum(1) + base_value`` equals :meth:`outputs` up to rounding.
 
-        Torch rather than numpy for the products: it keeps to the caller's ``torch.set_num_threads``, where
-        numpy's BLAS would start threads of its own on a busy machine.
+        NumPy rather than torch for the products: an alert batch is a few rows, where torch's per-call
+        overhead costs more than the arithmetic. The caller bounds BLAS threads (the worker uses one).
         """
-        rows = _float64_rows(x, self.n_inputs)
-        if not len(rows):
+        inputs = _float64_rows(x, self.n_inputs)
+        if not len(inputs):
             return np.zeros((0, self.n_inputs))
-        with torch.no_grad():
-            inputs = torch.from_numpy(rows)
-            multipliers = []
-            h = inputs
-            references = iter(self._references)
-            for step in self._steps:
-                if isinstance(step, _Linear):
-                    h = step(h)
-                    continue
-                reference = next(references)
-                out = step(h)
-                delta_in = h[:, None, :] - reference.inputs
-                delta_out = out[:, None, :] - reference.outputs
-                multipliers.append(torch.where(delta_in.abs() < SLOPE_EPSILON, reference.slopes, delta_out / delta_in))
-                h = out
-            pairs = len(inputs) * len(self._rows)
-            gradient = self._steps[-1].weight  # (1, H), then (pairs, H) from the first activation on
-            for step in reversed(self._steps[:-1]):
-                if isinstance(step, _Linear):
-                    gradient = gradient @ step.weight  # one 2-D product over all (row, background row) pairs
-                else:
-                    gradient = gradient * multipliers.pop().reshape(pairs, -1)
-            gradient = gradient.expand(pairs, -1).reshape(len(inputs), len(self._rows), -1)
-            return (self._weights @ (gradient * (inputs[:, None, :] - self._rows))).numpy()  # (B,) @ (N, B, D)
+        multipliers = []
+        h = inputs
+        references = iter(self._references)
+        for step in self._steps:
+            if isinstance(step, _Linear):
+                h = step(h)
+                continue
+            reference = next(references)
+            out = step(h)
+            delta_in = h[:, None, :] - reference.inputs
+            delta_out = out[:, None, :] - reference.outputs
+            with np.errstate(divide="ignore", invalid="ignore"):
+                multipliers.append(np.where(np.abs(delta_in) < SLOPE_EPSILON, reference.slopes, delta_out / delta_in))
+            h = out
+        pairs = len(inputs) * len(self._rows)
+        gradient = self._steps[-1].weight  # (1, H), then (pairs, H) from the first activation on
+        for step in reversed(self._steps[:-1]):
+            if isinstance(step, _Linear):
+                gradient = gradient @ step.weight  # one 2-D product over all (row, background row) pairs
+            else:
+                gradient = gradient * multipliers.pop().reshape(pairs, -1)
+        gradient = np.broadcast_to(gradient, (pairs, gradient.shape[-1])).reshape(len(inputs), len(self._rows), -1)
+        return self._weights @ (gradient * (inputs[:, None, :] - self._rows))  # (B,) @ (N, B, D)
 
 
 @dataclass(frozen=True)
 class _Linear:
     """A float64 copy of an ``nn.Linear``'s parameters."""
 
-    weight: torch.Tensor  # (out, in)
-    bias: torch.Tensor  # (out,)
+    weight: np.ndarray  # (out, in)
+    bias: np.ndarray  # (out,)
 
-    def __call__(self, h: torch.Tensor) -> torch.Tensor:
-        return torch.addmm(self.bias, h, self.weight.T)
+    def __call__(self, h: np.ndarray) -> np.ndarray:
+        return h @ self.weight.T + self.bias
 
 
-def _steps(network: nn.Module) -> list[_Linear | nn.Module]:
+@dataclass(frozen=True)
+class _Elementwise:
+    """A copy of a parameter-free activation module, applied to float64 rows that it shares with torch.
+
+    Nothing here requires a gradient, so torch records no graph without a ``no_grad`` block.
+    """
+
+    module: nn.Module
+
+    def __call__(self, h: np.ndarray) -> np.ndarray:
+        return self.module(torch.from_numpy(h)).numpy()
+
+
+def _steps(network: nn.Module) -> list[_Linear | _Elementwise]:
     """Float64 copies of the network's Linear layers and its activations, identities dropped."""
     if not isinstance(network, nn.Sequential):
         raise ExplainError(f"network must be an nn.Sequential of Linear layers and activations, got {type(network).__name__}")
-    steps: list[_Linear | nn.Module] = []
+    steps: list[_Linear | _Elementwise] = []
     for index, module in enumerate(network):
         if isinstance(module, nn.Linear):
-            weight = module.weight.detach().to("cpu", torch.float64, copy=True)
-            bias = torch.zeros(len(weight), dtype=torch.float64) if module.bias is None else module.bias.detach().to("cpu", torch.float64, copy=True)
+            weight = module.weight.detach().to("cpu", torch.float64).numpy().copy()
+            bias = np.zeros(len(weight)) if module.bias is None else module.bias.detach().to("cpu", torch.float64).numpy().copy()
             steps.append(_Linear(weight, bias))
         elif isinstance(module, ELEMENTWISE):
             activation = copy.deepcopy(module).to("cpu")
             if getattr(activation, "inplace", False):
                 activation.inplace = False
-            steps.append(activation)
+            steps.append(_Elementwise(activation))
         elif not isinstance(module, PASSTHROUGH):
             raise ExplainError(f"layer {index} ({type(module).__name__}) is not a Linear layer or a supported activation")
     if not steps or not isinstance(steps[0], _Linear) or not isinstance(steps[-1], _Linear):

@@ -141,14 +141,13 @@ class Explanation:
         if top is not None and top < 0:
             raise ExplainError(f"top must be at least 0, got {top}")
         order = np.argsort(-np.abs(self.values), kind="stable")[:top].tolist()
-        values, data = self.values.tolist(), self.data.tolist()
-        records = []
-        for index in order:
-            name, value = self.feature_names[index], data[index]
-            raw = None if math.isnan(value) else value
-            label = self.labels[index] if self.labels else reason_label(name, raw)
-            records.append({"feature": name, "label": label, "value": raw, "contribution": values[index]})
-        return records
+        names, values = self.feature_names, self.values.tolist()
+        raw = [None if math.isnan(value) else value for value in self.data.tolist()]
+        labels = self.labels or [reason_label(name, value) for name, value in zip(names, raw)]
+        return [
+            {"feature": names[index], "label": labels[index], "value": raw[index], "contribution": values[index]}
+            for index in order
+        ]
 
     def to_dict(self, top: int | None = None) -> dict[str, Any]:
         """Plain JSON-ready fields for an alert or an audit row, reasons ordered as in ``reasons``.

@@ -1,10 +1,12 @@
-"""A file-system model registry: one folder per version, checksummed, and a CHAMPION pointer.
+"""A file-system model registry: one folder per version, checksummed, and CHAMPION and SHADOW pointers.
 
-Layout: ``REGISTRY/<version>/{manifest.json, weights.pt, background.npy, background_sequences.npy}`` and ``REGISTRY/CHAMPION`` (the
-version the workers score with). A version folder appears in one rename, and CHAMPION is replaced
-atomically, so a worker reloading at any moment sees either the old model or the new one, never half of
-one. Loading checks the SHA-256 of each file against the manifest, and the weights against the hash in the
-version name, and refuses a model that fails (:class:`ModelIntegrityError`).
+Layout: ``REGISTRY/<version>/{manifest.json, weights.pt, background.npy, background_sequences.npy}``,
+``REGISTRY/CHAMPION`` (the version the workers score and alert with), ``REGISTRY/CHAMPION_HISTORY`` (every
+promotion, oldest first, so a rollback knows the previous champion) and ``REGISTRY/SHADOW`` (a challenger the
+workers also score every event with, without alerting; absent when none). A version folder appears in one
+rename, and each pointer is replaced atomically, so a worker reloading at any moment sees either the old model
+or the new one, never half of one. Loading checks the SHA-256 of each file against the manifest, and the
+weights against the hash in the version name, and refuses a model that fails (:class:`ModelIntegrityError`).
 """
 
 from __future__ import annotations
@@ -26,19 +28,24 @@ from models.network import BehaviourModel, ModelArtifact, ModelInputs, version_m
 
 __all__ = [
     "CHAMPION",
+    "SHADOW",
     "ModelArtifact",
+    "champion_history",
     "champion_version",
     "list_versions",
     "load_artifact",
     "manifest_of",
     "reference_of",
+    "rollback",
     "save_artifact",
     "set_champion",
+    "set_shadow",
+    "shadow_version",
 ]
 
 logger = logging.getLogger(__name__)
 
-CHAMPION = "CHAMPION"
+CHAMPION, HISTORY, SHADOW = "CHAMPION", "CHAMPION_HISTORY", "SHADOW"
 MANIFEST, WEIGHTS, BACKGROUND, SEQUENCES = "manifest.json", "weights.pt", "background.npy", "background_sequences.npy"
 FORMAT = 2
 
@@ -84,19 +91,88 @@ def _folder(root: Path, version: str) -> Path:
     return root / version
 
 
-def set_champion(registry: str | Path, version: str) -> None:
-    """Make ``version`` the champion by atomically replacing ``REGISTRY/CHAMPION``."""
-    root = Path(registry)
+def _write_pointer(root: Path, name: str, text: str) -> None:
+    """Replace ``REGISTRY/<name>`` atomically: a reader sees the old content or the new, never half."""
+    with tempfile.NamedTemporaryFile("w", dir=root, prefix=f".{name.lower()}-", delete=False) as file:
+        file.write(text)
+    os.replace(file.name, root / name)
+
+
+def _require(root: Path, version: str) -> None:
     if not (_folder(root, version) / MANIFEST).is_file():
         raise ModelNotFoundError(f"no model version {version!r} in {root}")
-    with tempfile.NamedTemporaryFile("w", dir=root, prefix=".champion-", delete=False) as file:
-        file.write(version + "\n")
-    os.replace(file.name, root / CHAMPION)
+
+
+def set_champion(registry: str | Path, version: str) -> None:
+    """Make ``version`` the champion by atomically replacing ``REGISTRY/CHAMPION``; the promotion is appended
+    to ``CHAMPION_HISTORY`` (see :func:`rollback`)."""
+    root = Path(registry)
+    _require(root, version)
+    history = champion_history(root)
+    if not history and (root / CHAMPION).is_file():  # a registry from before the history was kept
+        history = [champion_version(root)]
+    _write_pointer(root, HISTORY, "".join(f"{entry}\n" for entry in [*history, version]))
+    _write_pointer(root, CHAMPION, version + "\n")
     logger.info("promoted %s to champion in %s", version, root)
 
 
-def save_artifact(artifact: ModelArtifact, registry: str | Path, promote: bool = True) -> Path:
+def champion_history(registry: str | Path) -> list[str]:
+    """The champions in the order they were promoted, the current one last (empty before the first)."""
+    try:
+        return (Path(registry) / HISTORY).read_text().split()
+    except FileNotFoundError:
+        return []
+
+
+def rollback(registry: str | Path) -> str:
+    """Make the previous champion the champion again and return it; the current one leaves the history.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as root:
+    ...     for version in ("a", "b"):
+    ...         (Path(root) / version).mkdir()
+    ...         _ = (Path(root) / version / MANIFEST).write_text("{}")
+    ...         set_champion(root, version)
+    ...     rollback(root), champion_version(root), champion_history(root)
+    ('a', 'a', ['a'])
+    """
+    root = Path(registry)
+    history = champion_history(root)
+    if len(history) < 2:
+        raise ModelNotFoundError(f"no previous champion to roll back to in {root}")
+    previous = history[-2]
+    _require(root, previous)
+    _write_pointer(root, HISTORY, "".join(f"{entry}\n" for entry in history[:-1]))
+    _write_pointer(root, CHAMPION, previous + "\n")
+    logger.info("rolled back from %s to %s in %s", history[-1], previous, root)
+    return previous
+
+
+def shadow_version(registry: str | Path) -> str | None:
+    """The version named in ``REGISTRY/SHADOW``, or None when no challenger runs in shadow."""
+    try:
+        return (Path(registry) / SHADOW).read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def set_shadow(registry: str | Path, version: str | None) -> None:
+    """Name ``version`` as the shadow challenger (None clears it)."""
+    root = Path(registry)
+    if version is None:
+        (root / SHADOW).unlink(missing_ok=True)
+        logger.info("cleared the shadow model in %s", root)
+        return
+    _require(root, version)
+    _write_pointer(root, SHADOW, version + "\n")
+    logger.info("shadowing %s in %s", version, root)
+
+
+def save_artifact(artifact: ModelArtifact, registry: str | Path, promote: bool = True, notes: dict | None = None) -> Path:
     """Write ``artifact`` as ``REGISTRY/<version>/`` and, when ``promote``, make it the champion.
+
+    ``notes`` are extra manifest entries (e.g. a retraining's ``challenge``: both models' evaluations); they may
+    not replace the manifest's own keys.
 
     >>> import tempfile
     >>> from datetime import datetime, timezone
@@ -123,6 +199,10 @@ def save_artifact(artifact: ModelArtifact, registry: str | Path, promote: bool =
     np.save(staging / BACKGROUND, np.asarray(artifact.background.features, dtype=np.float64))
     np.save(staging / SEQUENCES, np.asarray(artifact.background.sequences, dtype=np.float32))
     manifest = _manifest(artifact)
+    clash = set(notes or {}) & (set(manifest) | {"sha256"})
+    if clash:
+        raise ModelError(f"notes may not replace manifest keys: {sorted(clash)}")
+    manifest.update(notes or {})
     manifest["sha256"] = {name: _sha256(staging / name) for name in (WEIGHTS, BACKGROUND, SEQUENCES)}
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
     staging.rename(target)
@@ -217,7 +297,8 @@ def reference_of(registry: str | Path, version: str) -> dict:
 
 
 def list_versions(registry: str | Path) -> list[dict]:
-    """``{"version", "created_at", "metrics", "champion"}`` of each saved version, oldest first."""
+    """``{"version", "created_at", "metrics", "champion", "shadow", "challenge"}`` of each saved version, oldest
+    first (``challenge``: a retrained challenger's evaluation against the champion, ``{}`` for others)."""
     root = Path(registry)
     if not root.is_dir():
         return []
@@ -225,6 +306,7 @@ def list_versions(registry: str | Path) -> list[dict]:
         champion = champion_version(root)
     except ModelNotFoundError:
         champion = None
+    shadow = shadow_version(root)
     versions = []
     for folder in sorted(path for path in root.iterdir() if path.is_dir() and not path.name.startswith(".")):
         try:
@@ -238,6 +320,8 @@ def list_versions(registry: str | Path) -> list[dict]:
                 "created_at": manifest.get("created_at", ""),
                 "metrics": manifest.get("metrics", {}),
                 "champion": folder.name == champion,
+                "shadow": folder.name == shadow,
+                "challenge": manifest.get("challenge", {}),
             }
         )
     return sorted(versions, key=lambda entry: (entry["created_at"], entry["version"]))

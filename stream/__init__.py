@@ -12,5 +12,7 @@ Read it in the order a transaction travels:
    :mod:`stream.privacy` turns card ids into keyed tokens before anything leaves the worker.
 4. :mod:`stream.audit_writer`: the one process that appends decisions and labels to the DuckDB store
    (:mod:`audit`), reading each poll of decisions in one go (:mod:`stream.avro_batch`).
-5. :mod:`stream.cli`, :mod:`stream.producer`, :mod:`stream.demo`: the ``riskstream`` command.
+5. :mod:`stream.rollout`: the registry pointers a worker follows and the shadow model's scores;
+   :mod:`stream.learning`: retraining a challenger and replaying decisions from the audit store.
+6. :mod:`stream.cli`, :mod:`stream.producer`, :mod:`stream.demo`: the ``riskstream`` command.
 """

@@ -9,20 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import faust
-import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
-from explain import Explainer
+from explain import ExplainError, Explainer
+from models.exceptions import ModelError
+from models.network import ModelArtifact, ModelInputs
 from models.registry import load_artifact
 from stream import metrics
 from stream.codec import AvroCodec, register_faust_codecs
-from stream.pipeline import Reject, ScoredBatch, Scorer, apply_card_stage, apply_terminal_stage, decode_valid
+from stream.fetching import FetchWaitApp
+from stream.pipeline import Reject, ScoredBatch, Scorer, apply_card_stage, apply_terminal_stage, decode_valid, terminal_event
 from stream.probes import add_probes
+from stream.rollout import Pointers, add_shadow_scores, read_pointers
 from stream.security import faust_credentials
 from stream.privacy import Tokenizer, load_tokenizer
 from stream.settings import Settings
@@ -31,27 +36,40 @@ from stream.validation import validate_feedback, validate_transaction
 logger = logging.getLogger(__name__)
 
 
+def _one_thread() -> None:
+    """One intra-op thread for torch and BLAS (the explainer's products) in the thread that runs the model.
+
+    Batches are small, and a second thread fighting the event loop for two cores made scoring and SHAP several
+    times slower here, not faster. Torch's setting is per thread under OpenMP, so each such thread sets it.
+    """
+    torch.set_num_threads(1)
+    threadpool_limits(1, user_api="blas")
+
+
 class Serving:
-    """The model the worker serves, loaded once at start-up, off the event loop.
+    """The models the worker serves: loaded off the event loop, switched between batches.
 
     Scoring and explaining are CPU work of tens of milliseconds a batch, so they run in one dedicated thread
     (torch releases the GIL) while the loop keeps heartbeats, fetches and sends going. One thread keeps
-    batches in order.
+    batches in order. :meth:`refresh` follows the registry's CHAMPION and SHADOW pointers: it loads and
+    verifies new models in another thread while scoring goes on, and :meth:`score` swaps them in before the
+    next batch, so no event is lost or scored twice and each decision names the model that made it.
     """
 
     def __init__(self, settings: Settings, tokenize: Tokenizer) -> None:
         self.settings = settings
         self.tokenize = tokenize
         self.ready = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="riskstream-score")
+        self._executor = ThreadPoolExecutor(1, "riskstream-score", initializer=_one_thread)
+        self._loader = ThreadPoolExecutor(1, "riskstream-load", initializer=_one_thread)
         self.scorer: Scorer | None = None
+        self.shadow: ModelArtifact | None = None
+        self.pointers: Pointers | None = None
+        self._next: tuple[Pointers, Scorer, ModelArtifact | None] | None = None
+        self._refused: Pointers | None = None
 
-    def load(self) -> Scorer:
-        # One intra-op thread: batches are small, and a second thread fighting the event loop for two cores
-        # made scoring and SHAP several times slower here, not faster.
-        torch.set_num_threads(1)
-        artifact = load_artifact(self.settings.model_registry, self.settings.model_version)
-        logger.info("serving model %s", artifact.version)
+    def _scorer(self, version: str) -> Scorer:
+        artifact = load_artifact(self.settings.model_registry, version)
         return Scorer(
             artifact,
             Explainer.for_artifact(artifact, tolerance=self.settings.explanation_tolerance),
@@ -61,13 +79,71 @@ class Serving:
             tokenize=self.tokenize,
         )
 
+    def load(self, pointers: Pointers | None = None) -> tuple[Pointers, Scorer, ModelArtifact | None]:
+        """Load (and verify) the models ``pointers`` name, reusing those already served."""
+        pointers = pointers or read_pointers(self.settings.model_registry, self.settings.model_version)
+        current = self.pointers
+        scorer = self.scorer if current and self.scorer and current.champion == pointers.champion else self._scorer(pointers.champion)
+        shadow = None
+        if pointers.shadow is not None:
+            same = current is not None and self.shadow is not None and current.shadow == pointers.shadow
+            shadow = self.shadow if same else load_artifact(self.settings.model_registry, pointers.shadow)
+        return pointers, scorer, shadow
+
     async def start(self) -> None:
-        self.scorer = await asyncio.get_running_loop().run_in_executor(self._executor, self.load)
+        self.pointers, self.scorer, self.shadow = await asyncio.get_running_loop().run_in_executor(self._loader, self.load)
+        logger.info("serving model %s%s", self.pointers.champion, f", shadow {self.pointers.shadow}" if self.pointers.shadow else "")
         self.ready.set()
 
-    async def score(self, transactions: list[dict], features: np.ndarray) -> ScoredBatch:
+    async def refresh(self) -> None:
+        """Load the models the registry names now, if they changed; the next batch is scored with them.
+
+        A model that fails to load (missing, or refused by its checksums) leaves the current ones serving; the
+        failure is logged and counted once per change of the pointers.
+        """
+        if not self.ready.is_set():
+            return
+        loop = asyncio.get_running_loop()
+        pointers = None
+        try:
+            pointers = await loop.run_in_executor(self._loader, read_pointers, self.settings.model_registry, self.settings.model_version)
+            if pointers in (self.pointers, self._refused) or (self._next and self._next[0] == pointers):
+                return
+            self._next = await loop.run_in_executor(self._loader, self.load, pointers)
+        except (ModelError, ExplainError, OSError) as error:
+            if pointers is not None and pointers == self._refused:
+                return
+            self._refused = pointers
+            role = "shadow" if pointers and self.pointers and pointers.champion == self.pointers.champion else "champion"
+            metrics.MODEL_SWITCHES.labels(role, "refused").inc()
+            logger.error("keeping %s: the registry's new %s model cannot be served: %s", self.pointers, role, error)
+
+    def _swap(self) -> None:
+        assert self._next is not None and self.pointers is not None
+        pointers, self.scorer, self.shadow = self._next
+        self._next = None
+        for role, old, new in (("champion", self.pointers.champion, pointers.champion), ("shadow", self.pointers.shadow, pointers.shadow)):
+            if old != new:
+                metrics.MODEL_SWITCHES.labels(role, "switched").inc()
+                logger.info("switched %s model from %s to %s between batches", role, old, new)
+        self.pointers = pointers
+
+    async def score(self, transactions: list[dict], inputs: ModelInputs) -> ScoredBatch:
         assert self.scorer is not None, "Serving.start() has not finished"
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self.scorer.score, transactions, features)
+        if self._next is not None:
+            self._swap()  # on the event loop, between two batches: none is being scored now
+        return await asyncio.get_running_loop().run_in_executor(self._executor, _score, self.scorer, self.shadow, transactions, inputs)
+
+
+def _score(scorer: Scorer, shadow: ModelArtifact | None, transactions: list[dict], inputs: ModelInputs) -> ScoredBatch:
+    """One batch in the scoring thread: the champion's decisions and alerts, with the shadow's scores added."""
+    batch = scorer.score(transactions, inputs)
+    batch_id = random.getrandbits(63)  # names this model call, for replay (see models.rescore)
+    for row, decision in enumerate(batch.decisions):
+        decision.update(batch_id=batch_id, batch_row=row)
+    if shadow is not None and batch.decisions:
+        add_shadow_scores(batch.decisions, shadow, inputs)
+    return batch
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -76,8 +152,9 @@ def create_app(settings: Settings) -> faust.App:
     Refuses (ConfigurationError) when there is no key for card tokens outside demo mode.
     """
     tokenize = load_tokenizer(settings)
-    app = faust.App(
+    app = FetchWaitApp(
         settings.app_id,
+        fetch_wait_s=settings.fetch_wait_s,
         broker=settings.broker_url,
         broker_credentials=faust_credentials(settings),
         store=settings.store_url,
@@ -154,7 +231,7 @@ def create_app(settings: Settings) -> faust.App:
                 if not record.get("terminal_id"):
                     metrics.LABELS.labels("unroutable").inc()
                     continue
-                event = codecs["TerminalEvent"].encode({"transaction": None, "feedback": record})
+                event = codecs["TerminalEvent"].encode(terminal_event(feedback=record))
                 by_terminal.send_soon(key=record["terminal_id"].encode(), value=event)
             metrics.EVENTS.labels(settings.feedback_topic).inc(len(records))
 
@@ -165,7 +242,7 @@ def create_app(settings: Settings) -> faust.App:
             started = time.perf_counter()
             transactions = [codecs["Transaction"].decode(raw) for raw in raws]
             for enriched in apply_card_stage(transactions, card_states):
-                event = codecs["TerminalEvent"].encode({"transaction": enriched, "feedback": None})
+                event = codecs["TerminalEvent"].encode(terminal_event(enriched))
                 by_terminal.send_soon(key=enriched["transaction"]["terminal_id"].encode(), value=event)
             metrics.BATCH_SECONDS.labels("card").observe(time.perf_counter() - started)
 
@@ -196,6 +273,11 @@ def create_app(settings: Settings) -> faust.App:
     async def load_model() -> None:
         """Load the model and build its explainer before the terminal stage scores anything."""
         await serving.start()
+
+    @app.timer(settings.model_poll_interval_s)
+    async def follow_registry() -> None:
+        """Switch to a newly promoted, rolled back or shadowed model without a restart."""
+        await serving.refresh()
 
     add_probes(app, model_loaded=serving.ready.is_set)  # /health, /ready, /metrics
     return app

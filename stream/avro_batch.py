@@ -45,6 +45,16 @@ def _bytes(value: bytes) -> bytes:
     return _long(len(value)) + value
 
 
+def _without_defaults(node: Any) -> Any:
+    """A schema without its fields' defaults: the block is read with the exact schema it was written with, so
+    they play no part, and polars refuses a block whose schema has a boolean default (``OutOfSpec``)."""
+    if isinstance(node, dict):
+        return {key: _without_defaults(value) for key, value in node.items() if key != "default"}
+    if isinstance(node, list):
+        return [_without_defaults(item) for item in node]
+    return node
+
+
 @dataclass
 class DecodedBatch:
     """A batch's readable messages, as one Arrow table (the fast path) and as records (the rest)."""
@@ -75,7 +85,8 @@ class AvroBatchDecoder:
         self.codec = codec
         self._framing = bytes([0]) + codec.registry.id_of(codec.schema_name).to_bytes(4, "big")
         self._sync = os.urandom(16)
-        metadata = _long(1) + _bytes(b"avro.schema") + _bytes(json.dumps(load_schema(codec.schema_name)).encode()) + _long(0)
+        schema = json.dumps(_without_defaults(load_schema(codec.schema_name))).encode()
+        metadata = _long(1) + _bytes(b"avro.schema") + _bytes(schema) + _long(0)
         self._container_header = _CONTAINER_MAGIC + metadata + self._sync
 
     def decode(self, values: Sequence[bytes | None]) -> DecodedBatch:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import click
@@ -276,15 +278,142 @@ def models() -> None:
     """The model registry."""
 
 
+_REGISTRY_OPTION = click.option("--registry", type=click.Path(file_okay=False, path_type=Path), default=None,
+                                help="Model registry (default: RISKSTREAM_MODEL_REGISTRY).")
+_AUDIT_OPTION = click.option("--audit-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                             help="Audit store (default: RISKSTREAM_AUDIT_DIR).")
+
+
 @models.command("list")
-@click.option("--registry", type=click.Path(file_okay=False, path_type=Path), default=None)
+@_REGISTRY_OPTION
 def models_list(registry: Path | None) -> None:
-    """List the registered model versions, the champion marked."""
+    """List the registered model versions: * the champion, ~ the shadow challenger."""
     from models.registry import list_versions
 
     for entry in list_versions(_settings(model_registry=registry).model_registry):
-        mark = "*" if entry.get("champion") else " "
+        mark = "*" if entry.get("champion") else "~" if entry.get("shadow") else " "
         click.echo(f"{mark} {entry['version']}  {entry.get('created_at', '')}  {json.dumps(entry.get('metrics', {}), default=str)}")
+        challenge = entry.get("challenge")
+        if challenge:
+            click.echo(f"    challenged {challenge['champion']} as of {challenge['as_of']}: "
+                       f"champion {json.dumps(challenge['champion_metrics'])}, challenger {json.dumps(challenge['challenger_metrics'])}")
+
+
+def _registry_change(change: Callable[..., object], registry: Path | None, *args: object) -> object:
+    """Run a registry change, turning a missing version into a clean error; running workers follow within
+    RISKSTREAM_MODEL_POLL_INTERVAL_S."""
+    from models.exceptions import ModelError
+
+    try:
+        return change(_settings(model_registry=registry).model_registry, *args)
+    except ModelError as error:
+        raise click.ClickException(str(error)) from error
+
+
+@models.command("promote")
+@click.argument("version")
+@_REGISTRY_OPTION
+def models_promote(version: str, registry: Path | None) -> None:
+    """Make VERSION the champion; running workers switch to it between two batches."""
+    from models.registry import set_champion
+
+    _registry_change(set_champion, registry, version)
+    click.echo(f"champion: {version}")
+
+
+@models.command("rollback")
+@_REGISTRY_OPTION
+def models_rollback(registry: Path | None) -> None:
+    """Make the previous champion the champion again."""
+    from models.registry import rollback
+
+    click.echo(f"champion: {_registry_change(rollback, registry)}")
+
+
+@models.command("shadow")
+@click.argument("version", required=False)
+@click.option("--clear", is_flag=True, help="Stop shadow scoring.")
+@_REGISTRY_OPTION
+def models_shadow(version: str | None, clear: bool, registry: Path | None) -> None:
+    """Score every event with VERSION too, without alerting (its scores go to the audit store)."""
+    from models.registry import set_shadow
+
+    if clear == (version is not None):
+        raise click.UsageError("give either VERSION or --clear")
+    _registry_change(set_shadow, registry, version)
+    click.echo(f"shadow: {version or 'none'}")
+
+
+def _moment(text: str) -> datetime:
+    """An ISO 8601 time or day; UTC unless it names another zone."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as error:
+        raise click.BadParameter(f"{text!r} is not an ISO 8601 time (e.g. 2018-09-01 or 2018-09-01T12:00:00Z)") from error
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+@main.command()
+@click.option("--as-of", "as_of", required=True, help="Cut-off (ISO 8601, UTC): only decisions and labels known by then are used.")
+@click.option("--label-clock", type=click.Choice(["received", "reported"]), default="received", show_default=True,
+              help="When a label counts as known: when the store received it, or when it was reported (for replayed history).")
+@click.option("--eval-days", default=7, show_default=True, help="Latest labelled days on which challenger and champion are compared.")
+@click.option("--valid-days", default=7, show_default=True, help="Days before those for early stopping and the threshold.")
+@click.option("--warmup-days", default=7, show_default=True, help="First stored days left out (the features' windows were filling).")
+@click.option("--epochs", default=None, type=int, help="Most epochs (default: the training default).")
+@click.option("--seed", default=0, show_default=True)
+@_AUDIT_OPTION
+@_REGISTRY_OPTION
+def retrain(as_of: str, label_clock: str, eval_days: int, valid_days: int, warmup_days: int, epochs: int | None, seed: int,
+            audit_dir: Path | None, registry: Path | None) -> None:
+    """Train a challenger from the audit store, point in time, and evaluate it against the champion (not promoted)."""
+    from dataclasses import replace
+
+    from audit import AuditError
+    from models.exceptions import ModelError
+    from models.train import TrainConfig
+    from stream.learning import retrain as run_retrain
+
+    settings = _settings(audit_dir=audit_dir, model_registry=registry)
+    config = replace(TrainConfig(), seed=seed, **({"epochs": epochs} if epochs else {}))
+    try:
+        version, record = run_retrain(settings.audit_dir, settings.model_registry, _moment(as_of), label_clock=label_clock,  # type: ignore[arg-type]
+                                      eval_days=eval_days, valid_days=valid_days, warmup_days=warmup_days, config=config)
+    except (AuditError, ModelError) as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(json.dumps(record, indent=2, default=str))
+    click.echo(f"challenger {version} saved, not promoted: riskstream models shadow {version} | riskstream models promote {version}")
+
+
+@main.command()
+@click.option("--from", "since", required=True, help="First event time to replay (ISO 8601, UTC).")
+@click.option("--to", "until", required=True, help="Last event time to replay (ISO 8601, UTC).")
+@click.option("--model", default=None, help="Registry version, or 'champion' (default: each decision's own model).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_AUDIT_OPTION
+@_REGISTRY_OPTION
+def replay(since: str, until: str, model: str | None, as_json: bool, audit_dir: Path | None, registry: Path | None) -> None:
+    """Re-score stored decisions offline from their stored inputs and count those that would change."""
+    from audit import AuditError
+    from models.exceptions import ModelError
+    from stream.learning import replay as run_replay
+
+    settings = _settings(audit_dir=audit_dir, model_registry=registry)
+    try:
+        report = run_replay(settings.audit_dir, settings.model_registry, _moment(since), _moment(until), model)
+    except (AuditError, ModelError) as error:
+        raise click.ClickException(str(error)) from error
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    click.echo(f"replayed with: {report.model}; {report.matched:.4%} unchanged; largest log-odds gap {report.max_logit_gap:.3g}"
+               + (f"; {report.skipped:,} decisions stored without their sequence skipped" if report.skipped else ""))
+    header = ("model_version", "decisions", "changed", "scores_changed", "alerts_changed", "new_alerts", "dropped_alerts")
+    rows = [[version, *counts.values()] for version, counts in report.by_version.items()]
+    rows.append(["total", report.decisions, report.changed, report.scores_changed, report.alerts_changed, report.new_alerts, report.dropped_alerts])
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        click.echo("  ".join(str(value).rjust(width) for value, width in zip(row, widths)))
 
 
 @main.command()

@@ -24,6 +24,12 @@ BATCH_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
     registry=REGISTRY,
 )
+MODEL_SWITCHES = Counter(
+    "riskstream_model_switches_total",
+    "Model changes picked up from the registry, by role (champion, shadow) and outcome (switched; refused: the new model could not be loaded)",
+    ["role", "outcome"],
+    registry=REGISTRY,
+)
 SCORE_BATCH_SECONDS = Histogram(
     "riskstream_score_batch_seconds",
     "Time of one batch's model call and explanations (the scoring thread's share of the terminal stage)",
@@ -77,6 +83,7 @@ __all__ = [
     "EVENTS",
     "EXPLANATION_GAPS",
     "LABELS",
+    "MODEL_SWITCHES",
     "REGISTRY",
     "SCORE_BATCH_SECONDS",
     "ConsumerLag",

@@ -9,7 +9,6 @@ changes every token from then on: tokens issued under different keys do not join
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 
@@ -44,7 +43,7 @@ class Tokenizer:
         self._key = key
 
     def __call__(self, identifier: str) -> str:
-        return hmac.new(self._key, identifier.encode(), hashlib.sha256).hexdigest()[:_TOKEN_HEX]
+        return hmac.digest(self._key, identifier.encode(), "sha256").hex()[:_TOKEN_HEX]
 
     def __repr__(self) -> str:
         return "Tokenizer(key=**********)"

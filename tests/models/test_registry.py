@@ -12,7 +12,19 @@ import torch
 
 from models.exceptions import ModelError, ModelIntegrityError, ModelNotFoundError
 from models.network import BehaviourModel, ModelArtifact, ModelInputs, new_version
-from models.registry import CHAMPION, champion_version, list_versions, load_artifact, save_artifact, set_champion
+from models.registry import (
+    CHAMPION,
+    champion_history,
+    champion_version,
+    list_versions,
+    load_artifact,
+    manifest_of,
+    rollback,
+    save_artifact,
+    set_champion,
+    set_shadow,
+    shadow_version,
+)
 
 NAMES = ("amount", "card_tx_count_1d", "terminal_fraud_rate_7d")
 
@@ -78,6 +90,50 @@ def test_the_champion_moves_only_when_promoted(tmp_path):
     assert [entry["champion"] for entry in listing] == [False, True, False]
     assert listing[0]["metrics"] == first.metrics
     assert not [path for path in tmp_path.iterdir() if path.name.startswith(".")]  # no staging left behind
+
+
+def test_rollback_returns_to_each_previous_champion_in_turn(tmp_path):
+    first, second, third = _artifact(0, 0), _artifact(1, 1), _artifact(2, 2)
+    for artifact in (first, second, third):
+        save_artifact(artifact, tmp_path)
+    assert champion_history(tmp_path) == [first.version, second.version, third.version]
+    assert rollback(tmp_path) == second.version
+    assert load_artifact(tmp_path).version == second.version
+    assert rollback(tmp_path) == first.version
+    with pytest.raises(ModelNotFoundError, match="no previous champion"):
+        rollback(tmp_path)
+    assert champion_version(tmp_path) == first.version
+    set_champion(tmp_path, third.version)  # a promotion after a rollback is rolled back to where it came from
+    assert rollback(tmp_path) == first.version
+
+
+def test_a_registry_without_history_keeps_its_champion_for_rollback(tmp_path):
+    first, second = _artifact(0, 0), _artifact(1, 1)
+    save_artifact(first, tmp_path)
+    (tmp_path / "CHAMPION_HISTORY").unlink()
+    save_artifact(second, tmp_path)
+    assert rollback(tmp_path) == first.version
+
+
+def test_shadow_pointer_and_notes_show_in_the_listing(tmp_path):
+    champion, challenger = _artifact(0, 0), _artifact(1, 1)
+    save_artifact(champion, tmp_path)
+    challenge = {"as_of": "2018-08-01T00:00:00+00:00", "champion": champion.version, "champion_metrics": {"ap": 0.5},
+                 "challenger_metrics": {"ap": 0.6}}
+    save_artifact(challenger, tmp_path, promote=False, notes={"challenge": challenge})
+    assert shadow_version(tmp_path) is None
+    set_shadow(tmp_path, challenger.version)
+    assert shadow_version(tmp_path) == challenger.version
+    listing = {entry["version"]: entry for entry in list_versions(tmp_path)}
+    assert listing[challenger.version]["shadow"] and not listing[challenger.version]["champion"]
+    assert listing[challenger.version]["challenge"] == challenge == manifest_of(tmp_path, challenger.version)["challenge"]
+    assert load_artifact(tmp_path, challenger.version).version == challenger.version  # notes leave the checksums valid
+    set_shadow(tmp_path, None)
+    assert shadow_version(tmp_path) is None
+    with pytest.raises(ModelNotFoundError):
+        set_shadow(tmp_path, "20200101T000000-deadbeef")
+    with pytest.raises(ModelError, match="notes"):
+        save_artifact(_artifact(2, 2), tmp_path, notes={"threshold": 0.0})
 
 
 @pytest.mark.parametrize("name", ["weights.pt", "background.npy", "background_sequences.npy"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from datetime import datetime, timezone
 from typing import Any
 
@@ -14,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream.codec import (
+    SCHEMA_DIR,
     DEFAULT_SCHEMA_IDS,
     MAX_MESSAGE_BYTES,
     AvroCodec,
@@ -70,6 +72,13 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "additivity_gap": 1e-9,
         "explanation_flagged": False,
         "reasons": [REASON, {**REASON, "feature": "recent_spending_pattern", "value": None}],
+        "sequence": [0.5, 1.25, 0.0, 3.0],
+        "batch_id": 12345,
+        "batch_row": 7,
+        "shadow_model_version": "v4",
+        "shadow_score": 0.7,
+        "shadow_score_logit": 0.847,
+        "shadow_is_alert": False,
     },
     "Alert": {
         **DECIDED,
@@ -145,6 +154,22 @@ def test_record_written_with_an_older_schema_gets_the_new_defaults():
 
     assert decoded == {**TRANSACTION, "merchant_category": None, "channel": None, "country": None}
     assert registry.id_of("Transaction") == 1  # encoders keep writing the current version
+
+
+def test_decision_written_before_the_model_inputs_and_shadow_were_kept_gets_their_defaults():
+    current = json.loads((SCHEMA_DIR / "Decision.avsc").read_text())
+    added = ("sequence", "batch_id", "batch_row", "shadow_model_version", "shadow_score", "shadow_score_logit", "shadow_is_alert")
+    old_decision = {**current, "fields": [field for field in current["fields"] if field["name"] not in added]}
+    registry = SchemaRegistry({**DEFAULT_SCHEMA_IDS, 100: old_decision})
+    old = {key: value for key, value in SAMPLES["Decision"].items() if key not in added}
+    body = io.BytesIO()
+    schemaless_writer(body, registry.schema_for(100, logical_types=False), old)
+    data = b"\x00" + (100).to_bytes(4, "big") + body.getvalue()
+
+    decoded = AvroCodec("Decision", "confluent", registry).decode(data)
+
+    assert decoded == {**old, "sequence": [], "batch_id": None, "batch_row": None, "shadow_model_version": None, "shadow_score": None,
+                       "shadow_score_logit": None, "shadow_is_alert": None}
 
 
 def test_id_of_another_schema_is_a_schema_mismatch():

@@ -16,7 +16,7 @@ from models.network import ModelInputs
 from models.replay import replay_features
 from models.train import TrainConfig, train_from_frame
 from stream.codec import AvroCodec
-from stream.pipeline import Scorer, apply_card_stage, apply_terminal_stage, decode_valid
+from stream.pipeline import Scorer, apply_card_stage, apply_terminal_stage, decode_valid, terminal_event
 from stream.privacy import DEMO_KEY, Tokenizer
 from stream.producer import replay_events, transaction_record
 from stream.settings import Settings
@@ -46,8 +46,8 @@ def stream_features(frame: pd.DataFrame, batch: int = 97) -> tuple[list[str], Mo
         for event in events[start : start + batch]:
             record = codecs[event.topic].decode(event.value)
             (transactions if event.topic == settings.transactions_topic else labels).append(record)
-        terminal_events = [{"transaction": None, "feedback": label} for label in labels]
-        terminal_events += [{"transaction": item, "feedback": None} for item in delayed]
+        terminal_events = [terminal_event(feedback=label) for label in labels]
+        terminal_events += [terminal_event(item) for item in delayed]
         terminal_events = [terminal_codec.decode(terminal_codec.encode(event)) for event in terminal_events]
         delayed = apply_card_stage(transactions, card_table)
         outcome = apply_terminal_stage(terminal_events, terminal_table, DEFAULT_LABEL_DELAY_DAYS)
@@ -62,6 +62,38 @@ def test_stream_features_equal_offline_replay(small_frame: pd.DataFrame) -> None
     offline = replay_features(small_frame)
     np.testing.assert_array_equal(inputs.features, offline.features)
     np.testing.assert_array_equal(inputs.sequences, offline.sequences)
+
+
+class CountingTable(dict):
+    """A dict table that counts writes: each one is a changelog message in the worker."""
+
+    writes = 0
+
+    def __setitem__(self, key: bytes, value: object) -> None:
+        self.writes += 1
+        super().__setitem__(key, value)
+
+
+def test_each_key_is_written_once_per_batch(small_frame: pd.DataFrame) -> None:
+    batch = small_frame.head(400)
+    transactions = [transaction_record(row) for row in batch.to_dict("records")]
+    cards, terminals = CountingTable(), CountingTable()
+    enriched = apply_card_stage(transactions, cards)
+    apply_terminal_stage([{"transaction": item, "feedback": None} for item in enriched], terminals, DEFAULT_LABEL_DELAY_DAYS)
+    assert cards.writes == batch["card_id"].nunique() < len(batch)
+    assert terminals.writes == batch["terminal_id"].nunique()
+    assert sum(len(state["tx_ids"]) for state in cards.values()) == len(batch)
+
+
+def test_terminal_events_encode_as_plain_records() -> None:
+    codec = AvroCodec("TerminalEvent")
+    enriched = {"transaction": transaction_record(pd.Series({"tx_id": "t1", "time": 0.0, "card_id": "c", "terminal_id": "T", "amount": 5.0})),
+                "card_features": [0.5] * 14, "card_sequence": [0.25] * 32}
+    label = {"tx_id": "t1", "is_fraud": True, "source": "analyst", "reported_at": 1000, "card_id": None, "terminal_id": "T"}
+    for named, plain in ((terminal_event(enriched), {"transaction": enriched, "feedback": None}),
+                         (terminal_event(feedback=label), {"transaction": None, "feedback": label})):
+        assert codec.encode(named) == codec.encode(plain)
+        assert codec.decode(codec.encode(named)) == plain
 
 
 def test_labels_reach_terminal_state_and_early_ones_wait_for_their_transaction() -> None:

@@ -1,0 +1,66 @@
+"""Stored model inputs for retraining and replay: decisions with their features, sequences and known labels.
+
+Reads the writer's segments like every reader (safe while the writer runs). ``labels_as_of`` makes a read
+point-in-time correct: only labels that had arrived by then count, by the store's own arrival time
+(``received_at``) or, for history replayed into a store after the fact, by the time the sender reported them
+(``reported_at``); the latest of those per transaction is its label.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+import pyarrow as pa
+
+from audit.exceptions import AuditError
+from audit.reader import connect
+from audit.schema import SEGMENTS_DIR, sql_string
+
+__all__ = ["LabelClock", "stored_inputs"]
+
+LabelClock = Literal["received", "reported"]
+"""Which time says when a label became known: the store's arrival stamp, or the sender's report time."""
+
+_INPUTS = """
+SELECT d.tx_id, d.event_time, d.card_id, d.model_version, d.decided_at, coalesce(d.batch_id, 0) AS batch_id, d.batch_row,
+       d.score_logit, d.threshold, d.is_alert,
+       d.features, d.sequence, l.is_fraud AS label
+FROM read_parquet({decisions}) AS d LEFT JOIN (
+    SELECT tx_id, is_fraud FROM read_parquet({labels}) WHERE {known}
+    QUALIFY row_number() OVER (PARTITION BY tx_id ORDER BY reported_at DESC, received_at DESC, seq DESC) = 1
+) AS l USING (tx_id)
+WHERE d.event_time >= $since AND d.event_time <= $until
+ORDER BY d.event_time, d.tx_id
+"""
+
+
+def stored_inputs(
+    root: str | Path,
+    since: datetime = datetime.min,
+    until: datetime = datetime.max,
+    labels_as_of: datetime | None = None,
+    label_clock: LabelClock = "received",
+) -> pa.Table:
+    """Decisions with ``since <= event_time <= until`` (naive UTC), in event-time order, with their label.
+
+    Columns: ``tx_id, event_time, card_id, model_version, decided_at, batch_id, score_logit, threshold, is_alert,
+    features`` (in the model's feature order), ``sequence`` (float32, empty for decisions stored before it
+    was kept), ``batch_id`` (0 for decisions stored without one), ``batch_row`` and ``label`` (the latest verdict known at ``labels_as_of``, NULL when none; every label when
+    ``labels_as_of`` is None).
+    """
+    if label_clock not in ("received", "reported"):
+        raise AuditError(f"label_clock must be 'received' or 'reported', not {label_clock!r}")
+    root = Path(root).absolute()
+    known = "true" if labels_as_of is None else f"{label_clock}_at <= $as_of"
+    sql = _INPUTS.format(
+        decisions=sql_string(root / SEGMENTS_DIR / "decisions" / "*.parquet"),
+        labels=sql_string(root / SEGMENTS_DIR / "labels" / "*.parquet"),
+        known=known,
+    )
+    parameters: dict[str, object] = {"since": since, "until": until}
+    if labels_as_of is not None:
+        parameters["as_of"] = labels_as_of
+    with connect(root) as con:  # checks the store exists
+        return con.sql(sql, params=parameters).to_arrow_table()

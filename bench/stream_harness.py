@@ -1,0 +1,144 @@
+"""What the worker benchmarks share: transactions, a trained model, the worker's settings, reading topics back.
+
+The worker runs as operators run it (``faust -A stream.app worker`` beside the audit writer, started by
+:class:`stream.local.LocalServices`) against an embedded broker; the benchmark only produces and reads topics.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from kafka import KafkaConsumer, TopicPartition
+
+from models.dataset import normalize
+from models.network import ModelArtifact
+from models.registry import save_artifact
+from models.replay import replay_features
+from models.simulate import simulate
+from models.train import TrainConfig, train_from_frame
+from stream.embedded import EmbeddedBroker, free_port
+from stream.metrics import sample_total, scrape
+
+HANDBOOK = Path("../shared/data/handbook_raw.parquet")
+PARTITIONS = 8
+
+
+def load_transactions(data: Path, limit: int) -> tuple[pd.DataFrame, str]:
+    """The first ``limit`` transactions of the handbook's file when it is there, else simulated ones; and
+    which it was."""
+    if data.exists():
+        return normalize(pd.read_parquet(data)).head(limit).reset_index(drop=True), f"handbook ({data.name})"
+    customers = 2000  # the simulator makes about 1.9 transactions per customer a day, as the handbook does
+    raw = simulate(n_customers=customers, n_terminals=2 * customers, n_days=math.ceil(limit / (1.8 * customers)) + 1, seed=11)
+    return normalize(raw).head(limit).reset_index(drop=True), "simulated (models/simulate.py)"
+
+
+def train_model(registry: Path) -> ModelArtifact:
+    """A behaviour model trained on four simulated weeks (seconds of work), saved as the champion."""
+    frame = normalize(simulate(n_customers=500, n_terminals=1000, n_days=28, seed=5))
+    artifact = train_from_frame(frame, replay_features(frame), valid_days=7, config=TrainConfig(epochs=5))
+    save_artifact(artifact, registry)
+    return artifact
+
+
+def alert_threshold(artifact: ModelArtifact, frame: pd.DataFrame, rate: float = 0.01, sample: int = 20_000) -> float:
+    """The score above which ``rate`` of the frame's first ``sample`` transactions alert, so that the
+    benchmark explains about as many alerts as a service would (the model was trained on other data)."""
+    head = frame.head(sample).reset_index(drop=True)
+    return float(np.quantile(artifact.predict_proba(replay_features(head)), 1.0 - rate))
+
+
+def worker_overrides(broker: EmbeddedBroker, workdir: Path, app_id: str, **extra: Any) -> dict[str, Any]:
+    """RISKSTREAM_* settings of a worker and audit writer on ``broker``, their files under ``workdir``."""
+    return {
+        "broker_url": broker.url,
+        "app_id": app_id,
+        "transactions_topic": f"{app_id}-transactions",
+        "feedback_topic": f"{app_id}-feedback",
+        "decisions_topic": f"{app_id}-decisions",
+        "alerts_topic": f"{app_id}-alerts",
+        "dead_letter_topic": f"{app_id}-dead-letters",
+        "partitions": PARTITIONS,
+        "model_registry": workdir / "models",
+        "audit_dir": workdir / app_id / "audit",
+        "data_dir": workdir / app_id / "worker",
+        "web_port": free_port(),
+        "audit_export_interval_s": 1.0,
+        "audit_flush_interval_s": 0.5,
+        "session_timeout_s": 6.0,
+        "rebalance_timeout_s": 3.0,
+        "demo_mode": True,
+    } | extra
+
+
+def is_ready(port: int) -> bool:
+    """Whether the worker's /ready page says ready (model loaded, partitions owned)."""
+    try:
+        return json.loads(scrape(port, path="/ready", timeout_s=2.0)).get("status") == "ready"
+    except (OSError, ValueError):
+        return False
+
+
+def wait_for_metric(port: int, name: str, expected: float, timeout_s: float, alive: Callable[[], None]) -> float:
+    """Poll a worker's ``/metrics`` until the counter ``name`` reaches ``expected``; returns the last value seen."""
+    deadline = time.monotonic() + timeout_s
+    value = 0.0
+    while time.monotonic() < deadline:
+        alive()
+        try:
+            value = sample_total(scrape(port, timeout_s=5.0), name)
+        except OSError:  # the web server is not up yet, or too busy to answer in time
+            pass
+        if value >= expected:
+            break
+        time.sleep(0.5)
+    return value
+
+
+class CpuClock:
+    """CPU seconds a process has used (all its threads), sampled against wall-clock time.
+
+    Work per CPU second stays steady on a machine that other jobs share, where wall-clock rates do not.
+    Reads ``/proc`` (Linux).
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.samples: list[tuple[float, float]] = []
+
+    def sample(self) -> None:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        self.samples.append((time.time(), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")))
+
+    def between(self, start: float, end: float) -> float:
+        """CPU seconds used between two wall-clock times (epoch seconds), interpolated between samples."""
+        times, cpu = zip(*self.samples)
+        return float(np.interp(end, times, cpu) - np.interp(start, times, cpu))
+
+
+def read_topic(bootstrap: list[str], topic: str) -> list:
+    """Every message on ``topic`` (key, value and timestamp), read from the start."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning()
+        ends = consumer.end_offsets(partitions)
+        messages: list = []
+        while any(consumer.position(tp) < end for tp, end in ends.items()):
+            for batch in consumer.poll(timeout_ms=500, max_records=50_000).values():
+                messages.extend(batch)
+        return messages
+    finally:
+        consumer.close()
+
+
+__all__ = ["HANDBOOK", "PARTITIONS", "CpuClock", "alert_threshold", "is_ready", "load_transactions", "read_topic", "train_model", "wait_for_metric", "worker_overrides"]
