@@ -33,7 +33,8 @@ from stream.local import LocalServices  # noqa: E402
 from stream.producer import transaction_record  # noqa: E402
 from stream.settings import Settings  # noqa: E402
 from stream.topics import create_topics  # noqa: E402
-from stream_harness import HANDBOOK, alert_threshold, is_ready, load_transactions, read_topic, train_model, wait_for_metric, worker_overrides  # noqa: E402
+from stream.drill import read_topic  # noqa: E402
+from stream_harness import HANDBOOK, alert_threshold, is_ready, load_transactions, train_model, wait_for_metric, worker_overrides  # noqa: E402
 
 WARM_UP_SECONDS = 10.0
 TARGETS_MS = {"decision": (10.0, 50.0), "alert": (None, 100.0)}
@@ -77,7 +78,7 @@ def hop_medians(settings: Settings, sent: dict[str, float]) -> dict[str, float]:
     medians = {}
     for label, (topic, codec, transaction_of) in stages.items():
         delays = []
-        for message in read_topic(settings.bootstrap_servers, topic):
+        for message in read_topic(settings, topic):
             tx_id = transaction_of(codec.decode(message.value)).get("tx_id")
             if tx_id in sent:
                 delays.append(message.timestamp - sent[tx_id])
@@ -123,12 +124,12 @@ def main() -> None:
             wait_for_metric(settings.web_port, "riskstream_decisions_total", warm_up + steady, 300, services.check_alive)
         decisions = AvroCodec("Decision")
         latencies: dict[str, list[float]] = {"decided_at": [], "decision": [], "alert": []}
-        for message in read_topic(settings.bootstrap_servers, settings.decisions_topic):
+        for message in read_topic(settings, settings.decisions_topic):
             tx_id = message.key.decode()
             if tx_id in sent:
                 latencies["decided_at"].append(decisions.decode(message.value)["decided_at"] - sent[tx_id])
                 latencies["decision"].append(message.timestamp - sent[tx_id])
-        for message in read_topic(settings.bootstrap_servers, settings.alerts_topic):
+        for message in read_topic(settings, settings.alerts_topic):
             if message.key.decode() in sent:
                 latencies["alert"].append(message.timestamp - sent[message.key.decode()])
         hops = hop_medians(settings, sent)

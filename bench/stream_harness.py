@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from kafka import KafkaConsumer, TopicPartition
 
 from models.dataset import normalize
 from models.network import ModelArtifact
@@ -24,7 +23,8 @@ from models.registry import save_artifact
 from models.replay import replay_features
 from models.simulate import simulate
 from models.train import TrainConfig, train_from_frame
-from stream.embedded import EmbeddedBroker, free_port
+from stream.drill import local_overrides
+from stream.embedded import EmbeddedBroker
 from stream.metrics import sample_total, scrape
 
 HANDBOOK = Path("../shared/data/handbook_raw.parquet")
@@ -57,26 +57,9 @@ def alert_threshold(artifact: ModelArtifact, frame: pd.DataFrame, rate: float = 
 
 
 def worker_overrides(broker: EmbeddedBroker, workdir: Path, app_id: str, **extra: Any) -> dict[str, Any]:
-    """RISKSTREAM_* settings of a worker and audit writer on ``broker``, their files under ``workdir``."""
-    return {
-        "broker_url": broker.url,
-        "app_id": app_id,
-        "transactions_topic": f"{app_id}-transactions",
-        "feedback_topic": f"{app_id}-feedback",
-        "decisions_topic": f"{app_id}-decisions",
-        "alerts_topic": f"{app_id}-alerts",
-        "dead_letter_topic": f"{app_id}-dead-letters",
-        "partitions": PARTITIONS,
-        "model_registry": workdir / "models",
-        "audit_dir": workdir / app_id / "audit",
-        "data_dir": workdir / app_id / "worker",
-        "web_port": free_port(),
-        "audit_export_interval_s": 1.0,
-        "audit_flush_interval_s": 0.5,
-        "session_timeout_s": 6.0,
-        "rebalance_timeout_s": 3.0,
-        "demo_mode": True,
-    } | extra
+    """RISKSTREAM_* settings of a worker and audit writer on ``broker``, their files under ``workdir/app_id``,
+    the model registry shared under ``workdir``."""
+    return local_overrides(broker.url, workdir / app_id, app_id, PARTITIONS) | {"model_registry": workdir / "models"} | extra
 
 
 def is_ready(port: int) -> bool:
@@ -124,21 +107,4 @@ class CpuClock:
         return float(np.interp(end, times, cpu) - np.interp(start, times, cpu))
 
 
-def read_topic(bootstrap: list[str], topic: str) -> list:
-    """Every message on ``topic`` (key, value and timestamp), read from the start."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning()
-        ends = consumer.end_offsets(partitions)
-        messages: list = []
-        while any(consumer.position(tp) < end for tp, end in ends.items()):
-            for batch in consumer.poll(timeout_ms=500, max_records=50_000).values():
-                messages.extend(batch)
-        return messages
-    finally:
-        consumer.close()
-
-
-__all__ = ["HANDBOOK", "PARTITIONS", "CpuClock", "alert_threshold", "is_ready", "load_transactions", "read_topic", "train_model", "wait_for_metric", "worker_overrides"]
+__all__ = ["HANDBOOK", "PARTITIONS", "CpuClock", "alert_threshold", "is_ready", "load_transactions", "train_model", "wait_for_metric", "worker_overrides"]

@@ -38,7 +38,8 @@ from stream.local import LocalServices  # noqa: E402
 from stream.producer import produce, replay_events  # noqa: E402
 from stream.settings import Settings  # noqa: E402
 from stream.topics import create_topics  # noqa: E402
-from stream_harness import HANDBOOK, CpuClock, alert_threshold, is_ready, load_transactions, read_topic, train_model, wait_for_metric, worker_overrides  # noqa: E402
+from stream.drill import read_topic  # noqa: E402
+from stream_harness import HANDBOOK, CpuClock, alert_threshold, is_ready, load_transactions, train_model, wait_for_metric, worker_overrides  # noqa: E402
 
 TIMEOUT_S = 600.0
 
@@ -93,9 +94,9 @@ def worker_rate(broker: EmbeddedBroker, transactions_topic: str, threshold: floa
         decided = int(wait_for_metric(settings.web_port, "riskstream_decisions_total", expected, TIMEOUT_S, alive))
         clock.sample()
         stored = services.wait_for_decisions(expected, timeout_s=120)
-    decisions = read_topic(settings.bootstrap_servers, settings.decisions_topic)
+    decisions = read_topic(settings, settings.decisions_topic)
     # The stages start while the model loads; the clock starts when both have happened.
-    first_in = max(min(message.timestamp for message in read_topic(settings.bootstrap_servers, f"{settings.app_id}-by-card")), ready_at[0])
+    first_in = max(min(message.timestamp for message in read_topic(settings, f"{settings.app_id}-by-card")), ready_at[0])
     last_out = max(message.timestamp for message in decisions)
     return {
         "rate": expected / ((last_out - first_in) / 1000.0),
@@ -103,7 +104,7 @@ def worker_rate(broker: EmbeddedBroker, transactions_topic: str, threshold: floa
         "decided": decided,
         "distinct": len({message.key for message in decisions}),
         "stored": stored,
-        "alerts": len(read_topic(settings.bootstrap_servers, settings.alerts_topic)),
+        "alerts": len(read_topic(settings, settings.alerts_topic)),
     }
 
 
