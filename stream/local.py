@@ -7,6 +7,7 @@ Operators run the same two commands themselves (``faust -A stream.app worker`` a
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -20,28 +21,44 @@ from stream.settings import Settings
 
 
 class LocalServices:
-    """Starts ``faust worker`` and the audit writer with ``overrides`` as RISKSTREAM_* variables."""
+    """Starts ``faust worker`` and the audit writer with ``overrides`` as RISKSTREAM_* variables, logging at ``log_level``."""
 
-    def __init__(self, overrides: dict[str, Any], logs: Path, workers: int = 1) -> None:
+    def __init__(self, overrides: dict[str, Any], logs: Path, workers: int = 1, log_level: str = "info") -> None:
         self.settings = Settings(**overrides)
         self.env = os.environ | {f"RISKSTREAM_{key.upper()}": str(value) for key, value in overrides.items()}
         self.logs = logs
         self.workers = workers
+        self.log_level = log_level
         self.processes: list[subprocess.Popen[bytes]] = []
+        self.writer: subprocess.Popen[bytes] | None = None
 
     def _spawn(self, command: list[str], log_name: str, env: dict[str, str]) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
         with (self.logs / log_name).open("ab") as log:
             self.processes.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT))
 
+    def start_writer(self) -> subprocess.Popen[bytes]:
+        """Start the audit writer (at start-up, or again after :meth:`kill_writer`)."""
+        self._spawn([sys.executable, "-m", "stream", "-l", self.log_level, "audit-writer"], "audit-writer.log", self.env)
+        self.writer = self.processes[-1]
+        return self.writer
+
+    def kill_writer(self, sig: int = signal.SIGKILL) -> None:
+        """Kill the audit writer as a crash would (SIGKILL: no flush, no commit) and wait until it is gone."""
+        assert self.writer is not None, "the audit writer is not running"
+        self.writer.send_signal(sig)
+        self.writer.wait()
+        self.processes.remove(self.writer)
+        self.writer = None
+
     def start(self) -> LocalServices:
         python = sys.executable
-        self._spawn([python, "-m", "stream", "-l", "info", "audit-writer"], "audit-writer.log", self.env)
+        self.start_writer()
         for index in range(self.workers):
             data_dir = self.settings.data_dir / f"worker-{index}"
             data_dir.mkdir(parents=True, exist_ok=True)
             env = self.env | {"RISKSTREAM_WEB_PORT": str(self.settings.web_port + index), "RISKSTREAM_DATA_DIR": str(data_dir)}
-            self._spawn([python, "-m", "faust", "-A", "stream.app", "worker", "-l", "info"], f"worker-{index}.log", env)
+            self._spawn([python, "-m", "faust", "-A", "stream.app", "worker", "-l", self.log_level], f"worker-{index}.log", env)
         return self
 
     def check_alive(self) -> None:
