@@ -21,6 +21,7 @@ from explain import Explainer
 from models.registry import load_artifact
 from stream import metrics
 from stream.codec import AvroCodec, register_faust_codecs
+from stream.logs import keep_payloads_out_of_logs
 from stream.pipeline import Reject, ScoredBatch, Scorer, apply_card_stage, apply_terminal_stage, decode_valid
 from stream.probes import add_probes
 from stream.security import faust_credentials
@@ -97,6 +98,7 @@ def create_app(settings: Settings) -> faust.App:
         value_serializer="raw",
     )
     register_faust_codecs()  # "avro-transaction", "avro-decision", ... for topics that want Faust to decode
+    app.on_worker_init.connect(lambda sender, **_: keep_payloads_out_of_logs())  # before the worker sets up logging
     serving = Serving(settings, tokenize)
     codecs = {name: AvroCodec(name) for name in ("Transaction", "Feedback", "TerminalEvent", "Decision", "Alert")}
 
