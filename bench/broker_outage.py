@@ -20,9 +20,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from audit import query  # noqa: E402
-from services import DAY, overrides, simulated, trained_registry  # noqa: E402
+from services import DAY, simulated, trained_registry  # noqa: E402
 from stream.embedded import EmbeddedBroker, free_port  # noqa: E402
-from stream.local import LocalServices  # noqa: E402
+from stream.local import LocalServices, isolated_overrides  # noqa: E402
 from stream.producer import produce, replay_events  # noqa: E402
 from stream.topics import create_topics  # noqa: E402
 
@@ -44,7 +44,7 @@ def main() -> None:
     port = free_port()
     broker = EmbeddedBroker(port).start()
     try:
-        with LocalServices(overrides("outage", broker.url, registry, workdir), workdir / "logs") as services:
+        with LocalServices(isolated_overrides("outage", broker.url, workdir, model_registry=registry), workdir / "logs") as services:
             settings = services.settings
             create_topics(settings)
             produce(replay_events(before, settings, None), settings, progress=False)

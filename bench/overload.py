@@ -26,9 +26,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from audit import query  # noqa: E402
-from services import overrides, rss_mib, simulated, trained_registry, worker_lag  # noqa: E402
+from services import rss_mib, simulated, trained_registry, worker_lag  # noqa: E402
 from stream.embedded import EmbeddedBroker  # noqa: E402
-from stream.local import LocalServices  # noqa: E402
+from stream.local import LocalServices, isolated_overrides  # noqa: E402
 from stream.producer import Event, produce, replay_events  # noqa: E402
 from stream.topics import create_topics  # noqa: E402
 
@@ -48,7 +48,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="overload-"))
     registry = trained_registry(frame, workdir / "models")
     warm, rest = frame.iloc[: args.warm], frame.iloc[args.warm :]
-    with EmbeddedBroker() as broker, LocalServices(overrides("overload", broker.url, registry, workdir), workdir / "logs") as services:
+    with EmbeddedBroker() as broker, LocalServices(isolated_overrides("overload", broker.url, workdir, model_registry=registry), workdir / "logs") as services:
         settings = services.settings
         worker = services.processes[-1].pid
         create_topics(settings)

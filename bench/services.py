@@ -1,9 +1,8 @@
-"""What the fault scripts share: simulated data, a trained model, the services' settings and measurements."""
+"""What the fault scripts share: simulated data, a trained model, and the worker's memory and lag."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
@@ -12,7 +11,6 @@ from models.registry import save_artifact
 from models.replay import replay_features
 from models.simulate import simulate
 from models.train import TrainConfig, train_from_frame
-from stream.embedded import free_port
 from stream.metrics import sample_total, scrape
 
 DAY = 86_400
@@ -28,17 +26,6 @@ def trained_registry(frame: pd.DataFrame, registry: Path, days: int = 10) -> Pat
     history = frame[frame["time"] < frame["time"].min() + days * DAY].reset_index(drop=True)
     save_artifact(train_from_frame(history, replay_features(history), valid_days=3, config=TrainConfig(epochs=3)), registry)
     return registry
-
-
-def overrides(name: str, broker_url: str, registry: Path, workdir: Path, **changes: Any) -> dict[str, Any]:
-    """LocalServices settings: own topics and folders under ``workdir``, short timeouts."""
-    return {
-        "broker_url": broker_url, "app_id": name, "transactions_topic": f"{name}-transactions", "feedback_topic": f"{name}-feedback",
-        "decisions_topic": f"{name}-decisions", "alerts_topic": f"{name}-alerts", "dead_letter_topic": f"{name}-dead-letters",
-        "partitions": 4, "model_registry": registry, "audit_dir": workdir / "audit", "data_dir": workdir / "worker",
-        "web_port": free_port(), "audit_export_interval_s": 1.0, "audit_flush_interval_s": 0.5, "session_timeout_s": 6.0,
-        "rebalance_timeout_s": 4.0, "demo_mode": True,
-    } | changes
 
 
 def rss_mib(pid: int) -> float:

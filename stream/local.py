@@ -16,8 +16,20 @@ from types import TracebackType
 from typing import Any
 
 from audit import query
+from stream.embedded import free_port
 from stream.exceptions import StreamError
 from stream.settings import Settings
+
+
+def isolated_overrides(name: str, broker_url: str, workdir: Path, **changes: Any) -> dict[str, Any]:
+    """Settings for a run of its own on a shared broker: topics and app id named after ``name``, folders under
+    ``workdir``, a free web port, timeouts short enough for tests and benchmarks; ``changes`` win."""
+    topics = {f"{topic}_topic": f"{name}-{topic.replace('_', '-')}" for topic in ("transactions", "feedback", "decisions", "alerts", "dead_letter")}
+    return {
+        "broker_url": broker_url, "app_id": name, **topics, "partitions": 4, "audit_dir": workdir / "audit",
+        "data_dir": workdir / "worker", "web_port": free_port(), "audit_export_interval_s": 1.0, "audit_flush_interval_s": 0.5,
+        "session_timeout_s": 6.0, "rebalance_timeout_s": 4.0, "demo_mode": True,
+    } | changes
 
 
 class LocalServices:
@@ -108,4 +120,4 @@ class LocalServices:
         self.stop()
 
 
-__all__ = ["LocalServices"]
+__all__ = ["LocalServices", "isolated_overrides"]

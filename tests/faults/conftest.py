@@ -12,7 +12,8 @@ import pytest
 from models.registry import save_artifact
 from models.replay import replay_features
 from models.train import TrainConfig, train_from_frame
-from stream.embedded import EmbeddedBroker, free_port
+from stream.embedded import EmbeddedBroker
+from stream.local import isolated_overrides
 
 DAY = 86_400
 
@@ -29,24 +30,9 @@ def fault_registry(small_frame: pd.DataFrame, tmp_path_factory: pytest.TempPathF
 
 @pytest.fixture
 def service_overrides(broker: EmbeddedBroker, fault_registry: Path, tmp_path: Path) -> Callable[..., dict[str, Any]]:
-    """Settings for LocalServices under ``name``: own topics and app id, short timeouts, the shared model."""
+    """Settings for LocalServices under ``name`` on the session broker, serving the shared model."""
 
     def overrides(name: str, **changes: Any) -> dict[str, Any]:
-        topics = ("transactions", "feedback", "decisions", "alerts", "dead_letter")
-        return {
-            "broker_url": broker.url,
-            "app_id": name,
-            **{f"{topic}_topic": f"{name}-{topic.replace('_', '-')}" for topic in topics},
-            "partitions": 4,
-            "model_registry": fault_registry,
-            "audit_dir": tmp_path / "audit",
-            "data_dir": tmp_path / "worker",
-            "web_port": free_port(),
-            "audit_export_interval_s": 1.0,
-            "audit_flush_interval_s": 0.5,
-            "session_timeout_s": 6.0,
-            "rebalance_timeout_s": 4.0,
-            "demo_mode": True,
-        } | changes
+        return isolated_overrides(name, broker.url, tmp_path, model_registry=fault_registry, **changes)
 
     return overrides

@@ -21,7 +21,7 @@ from audit.schema import SEGMENTS_DIR
 from audit.store import WRITER_DB
 from stream.codec import AvroCodec
 from stream.embedded import EmbeddedBroker
-from stream.local import LocalServices
+from stream.local import LocalServices, isolated_overrides
 from stream.producer import send_raw
 from stream.topics import create_topics
 
@@ -57,13 +57,8 @@ def stream_decisions(services: LocalServices, done: threading.Event) -> None:
 
 
 def test_a_killed_audit_writer_loses_and_doubles_nothing(broker: EmbeddedBroker, tmp_path: Path) -> None:
-    overrides = {
-        "broker_url": broker.url, "app_id": "writer-crash", "decisions_topic": "crash-decisions",
-        "feedback_topic": "crash-feedback", "transactions_topic": "crash-transactions", "alerts_topic": "crash-alerts",
-        "dead_letter_topic": "crash-dead", "partitions": 4, "audit_dir": tmp_path / "audit",
-        "model_registry": tmp_path / "models", "audit_flush_interval_s": 1.0, "audit_export_interval_s": 0.5,
-        "session_timeout_s": 6.0, "demo_mode": True,
-    }
+    overrides = isolated_overrides("writer-crash", broker.url, tmp_path, model_registry=tmp_path / "models",
+                                   audit_flush_interval_s=1.0, audit_export_interval_s=0.5)
     kills = []
     with LocalServices(overrides, tmp_path / "logs", workers=0) as services:
         create_topics(services.settings)
