@@ -9,7 +9,7 @@ waits in Kafka, not in the worker's memory. The embedded broker's end offsets ar
 produce (see the README), so the reported lag is shown but the backlog is the measure. Linux only (RSS from
 /proc). Transactions only, no labels; the broker, producer and services share the machine.
 
-    python bench/overload.py [--customers 2000] [--days 45] [--factor 3] [--seconds 60] [--samples overload.csv]
+    python bench/overload.py [--customers 2000] [--days 60] [--factor 3] [--seconds 60] [--samples overload.csv]
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from stream.topics import create_topics  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--customers", type=int, default=2000)
-    parser.add_argument("--days", type=int, default=45)
+    parser.add_argument("--days", type=int, default=60)
     parser.add_argument("--warm", type=int, default=15_000, help="transactions of the capacity measurement")
     parser.add_argument("--factor", type=float, default=3.0)
     parser.add_argument("--seconds", type=float, default=60.0)
