@@ -6,7 +6,7 @@ The embedded broker is memory-only: it comes back empty (no topics, committed of
 What this measures is the services' side: do they stay up and reconnect by themselves, how long until
 decisions flow again, and how many of the transactions produced after the restart get exactly one decision.
 
-    python bench/broker_outage.py [--outage 30] [--customers 250] [--days 6]
+    python bench/broker_outage.py [--outage 30] [--customers 500] [--days 14]
 """
 
 from __future__ import annotations
@@ -27,10 +27,22 @@ from stream.producer import produce, replay_events  # noqa: E402
 from stream.topics import create_topics  # noqa: E402
 
 
+def settle(services: LocalServices, expected: int, timeout_s: float, quiet_s: float = 30.0) -> None:
+    """Wait until ``expected`` decisions are stored, or none has been added for ``quiet_s`` seconds."""
+    deadline = time.monotonic() + timeout_s
+    seen, changed = -1, time.monotonic()
+    while time.monotonic() < deadline and seen < expected and time.monotonic() - changed < quiet_s:
+        services.check_alive()
+        now = services.decisions_stored()
+        if now != seen:
+            seen, changed = now, time.monotonic()
+        time.sleep(1.0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--outage", type=float, default=30.0, help="seconds the broker stays down")
-    parser.add_argument("--customers", type=int, default=250)
+    parser.add_argument("--customers", type=int, default=500)
     parser.add_argument("--days", type=int, default=14, help="simulated days: the first 10 train the model")
     parser.add_argument("--wait", type=float, default=300.0, help="longest wait for the decisions after the restart")
     args = parser.parse_args()
@@ -61,8 +73,7 @@ def main() -> None:
             produce(replay_events(after, settings, None), settings, progress=False)
             first_new = services.wait_for_decisions(stored_before + 1, timeout_s=args.wait)
             resumed = time.monotonic() - restarted if first_new > stored_before else float("nan")
-            services.wait_for_decisions(stored_before + len(after), timeout_s=args.wait)
-            time.sleep(5)
+            settle(services, stored_before + len(after), args.wait)
             services.check_alive()
             stored = services.decisions_stored()
     finally:

@@ -28,8 +28,8 @@ from stream.topics import create_topics
 pytestmark = pytest.mark.e2e
 
 T0 = 1_767_225_600_000  # 2026-01-01
-DECISIONS = 24_000
-CHUNK = 1_000
+DECISIONS = 12_000
+CHUNK = 500
 PAUSE_S = 1.0
 REASON = {"feature": "amount", "label": "amount is 50.00", "value": 50.0, "contribution": 1.5}
 
@@ -76,7 +76,7 @@ def test_a_killed_audit_writer_loses_and_doubles_nothing(broker: EmbeddedBroker,
             kills.append(services.decisions_stored())
             services.start_writer()
         producer.join(timeout=120)
-        stored = services.wait_for_decisions(DECISIONS, timeout_s=120)
+        services.wait_for_decisions(DECISIONS, timeout_s=240)
         time.sleep(3)  # a late second copy would be visible by now
         stored = services.decisions_stored()
 
