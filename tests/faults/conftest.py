@@ -30,9 +30,9 @@ def fault_registry(small_frame: pd.DataFrame, tmp_path_factory: pytest.TempPathF
 
 @pytest.fixture
 def service_overrides(broker: EmbeddedBroker, fault_registry: Path, tmp_path: Path) -> Callable[..., dict[str, Any]]:
-    """Settings for LocalServices under ``name`` on the session broker, serving the shared model."""
+    """Settings for LocalServices under ``name`` (on the session broker unless told), serving the shared model."""
 
-    def overrides(name: str, **changes: Any) -> dict[str, Any]:
-        return isolated_overrides(name, broker.url, tmp_path, model_registry=fault_registry, **changes)
+    def overrides(name: str, broker_url: str | None = None, **changes: Any) -> dict[str, Any]:
+        return isolated_overrides(name, broker_url or broker.url, tmp_path, model_registry=fault_registry, **changes)
 
     return overrides
