@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from stream.local import LocalServices
+from stream.privacy import Tokenizer
 from stream.producer import produce, replay_events, send_raw, transaction_record
 from stream.codec import AvroCodec
 from stream.topics import create_topics
@@ -68,6 +69,9 @@ def test_no_raw_card_id_or_secret_in_logs_audit_store_or_alerts(
         assert not [card for card in cards if card in text], name
     for message in alerts:
         assert not [card for card in cards if card.encode() in message.value], message.key
-    for column, values in stored_strings(settings.audit_dir).items():
+    assert not [name for name, text in logs.items() if "demo mode" in text]  # the configured key, not the demo one
+    stored = stored_strings(settings.audit_dir)
+    assert stored["decisions.card_id"] == {Tokenizer(HMAC_KEY.encode())(card) for card in cards}
+    for column, values in stored.items():
         assert not values & cards, column
         assert not [value for value in values for secret in secrets if secret in value], column
