@@ -88,7 +88,10 @@ def _folder(root: Path, version: str) -> Path:
     """The folder of ``version``, refusing names that would leave the registry."""
     if not version or version.startswith(".") or Path(version).name != version:
         raise ModelNotFoundError(f"{version!r} is not a model version name")
-    return root / version
+    folder = root / version
+    if folder.resolve().parent != root.resolve():  # a link out of the registry: load nothing from elsewhere
+        raise ModelNotFoundError(f"model {version!r} in {root} links outside the registry")
+    return folder
 
 
 def _write_pointer(root: Path, name: str, text: str) -> None:

@@ -25,6 +25,7 @@ from models.registry import load_artifact
 from stream import metrics
 from stream.codec import AvroCodec, register_faust_codecs
 from stream.fetching import FetchWaitApp
+from stream.logs import keep_payloads_out_of_logs
 from stream.pipeline import Reject, ScoredBatch, Scorer, apply_card_stage, apply_terminal_stage, decode_valid, terminal_event
 from stream.probes import add_probes
 from stream.rollout import Pointers, add_shadow_scores, read_pointers
@@ -175,6 +176,7 @@ def create_app(settings: Settings) -> faust.App:
         value_serializer="raw",
     )
     register_faust_codecs()  # "avro-transaction", "avro-decision", ... for topics that want Faust to decode
+    app.on_worker_init.connect(lambda sender, **_: keep_payloads_out_of_logs())  # before the worker sets up logging
     serving = Serving(settings, tokenize)
     codecs = {name: AvroCodec(name) for name in ("Transaction", "Feedback", "TerminalEvent", "Decision", "Alert")}
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from stream.logs import keep_payloads_out_of_logs
 from stream.settings import Settings
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ def _settings(**overrides: object) -> Settings:
 def main(log_level: str) -> None:
     """Real-time fraud scoring on Kafka, with explained alerts and a DuckDB audit store."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    keep_payloads_out_of_logs()
     if log_level == "warning":
         # At the interactive default, kafka-python's warnings about its own I/O loop's timing under load only
         # clutter progress output; services run with -l info and keep them in their logs.

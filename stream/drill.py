@@ -30,7 +30,7 @@ from models.network import ModelArtifact
 from models.replay import replay_card_states, replay_features
 from models.simulate import simulate
 from models.train import TrainConfig, train_from_frame
-from stream.local import LocalServices
+from stream.local import LocalServices, isolated_overrides
 from stream.producer import produce, replay_events
 from stream.security import kafka_python_options
 from stream.settings import Settings
@@ -43,31 +43,11 @@ Step = tuple[float, Callable[[LocalServices], None]]
 def local_overrides(broker_url: str, root: Path, app_id: str, partitions: int = 8) -> dict[str, Any]:
     """Settings of a drill on the embedded broker: its own topics and folders under ``root``, short group timeouts
     so that a crashed worker's partitions move within seconds, the demo card-token key."""
-    from stream.embedded import free_port
-
-    return {
-        "broker_url": broker_url,
-        "app_id": app_id,
-        "transactions_topic": f"{app_id}-transactions",
-        "feedback_topic": f"{app_id}-feedback",
-        "decisions_topic": f"{app_id}-decisions",
-        "alerts_topic": f"{app_id}-alerts",
-        "dead_letter_topic": f"{app_id}-dead-letters",
-        "partitions": partitions,
-        "model_registry": root / "models",
-        "audit_dir": root / "audit",
-        "data_dir": root / "worker",
-        "web_port": free_port(),
-        "audit_export_interval_s": 1.0,
-        "audit_flush_interval_s": 0.5,
-        "session_timeout_s": 6.0,
-        "rebalance_timeout_s": 4.0,
-        # The embedded broker reports a partition's end offset as its last batch's first offset + 1, while a fetch
-        # returns the whole batch: a worker can hold a table offset past that "end", which Faust's check takes
-        # for lost data and stops the worker. Recovery itself reads whole batches, so state is complete.
-        "recovery_consistency_check": False,
-        "demo_mode": True,
-    }
+    # The embedded broker reports a partition's end offset as its last batch's first offset + 1, while a fetch
+    # returns the whole batch: a worker can hold a table offset past that "end", which Faust's check takes
+    # for lost data and stops the worker. Recovery itself reads whole batches, so state is complete.
+    return isolated_overrides(app_id, broker_url, root, partitions=partitions, model_registry=root / "models",
+                              recovery_consistency_check=False)
 
 
 def read_topic(settings: Settings, topic: str, idle_s: float = 2.0, first_s: float = 30.0) -> list[ConsumerRecord]:

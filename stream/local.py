@@ -16,21 +16,35 @@ from types import TracebackType
 from typing import Any
 
 from audit import query
+from stream.embedded import free_port
 from stream.exceptions import StreamError
 from stream.metrics import scrape
 from stream.settings import Settings
 
 
-class LocalServices:
-    """Starts ``faust worker`` and the audit writer with ``overrides`` as RISKSTREAM_* variables."""
+def isolated_overrides(name: str, broker_url: str, workdir: Path, **changes: Any) -> dict[str, Any]:
+    """Settings for a run of its own on a shared broker: topics and app id named after ``name``, folders under
+    ``workdir``, a free web port, timeouts short enough for tests and benchmarks; ``changes`` win."""
+    topics = {f"{topic}_topic": f"{name}-{topic.replace('_', '-')}" for topic in ("transactions", "feedback", "decisions", "alerts", "dead_letter")}
+    return {
+        "broker_url": broker_url, "app_id": name, **topics, "partitions": 4, "audit_dir": workdir / "audit",
+        "data_dir": workdir / "worker", "web_port": free_port(), "audit_export_interval_s": 1.0, "audit_flush_interval_s": 0.5,
+        "session_timeout_s": 6.0, "rebalance_timeout_s": 4.0, "demo_mode": True,
+    } | changes
 
-    def __init__(self, overrides: dict[str, Any], logs: Path, workers: int = 1) -> None:
+
+class LocalServices:
+    """Starts ``faust worker`` and the audit writer with ``overrides`` as RISKSTREAM_* variables, logging at ``log_level``."""
+
+    def __init__(self, overrides: dict[str, Any], logs: Path, workers: int = 1, log_level: str = "info") -> None:
         self.settings = Settings(**overrides)
         self.env = os.environ | {f"RISKSTREAM_{key.upper()}": str(value) for key, value in overrides.items()}
         self.logs = logs
         self.workers = workers
+        self.log_level = log_level
         self.processes: list[subprocess.Popen[bytes]] = []
         self.worker_processes: dict[int, subprocess.Popen[bytes]] = {}  # running workers by index
+        self.writer: subprocess.Popen[bytes] | None = None
 
     def _spawn(self, command: list[str], log_name: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -39,8 +53,21 @@ class LocalServices:
         self.processes.append(process)
         return process
 
+    def start_writer(self) -> subprocess.Popen[bytes]:
+        """Start the audit writer (at start-up, or again after :meth:`kill_writer`)."""
+        self.writer = self._spawn([sys.executable, "-m", "stream", "-l", self.log_level, "audit-writer"], "audit-writer.log", self.env)
+        return self.writer
+
+    def kill_writer(self, sig: int = signal.SIGKILL) -> None:
+        """Kill the audit writer as a crash would (SIGKILL: no flush, no commit) and wait until it is gone."""
+        assert self.writer is not None, "the audit writer is not running"
+        self.writer.send_signal(sig)
+        self.writer.wait()
+        self.processes.remove(self.writer)
+        self.writer = None
+
     def start(self) -> LocalServices:
-        self._spawn([sys.executable, "-m", "stream", "-l", "info", "audit-writer"], "audit-writer.log", self.env)
+        self.start_writer()
         for index in range(self.workers):
             self.start_worker(index)
         return self
@@ -61,7 +88,7 @@ class LocalServices:
         data_dir = self.settings.data_dir / f"worker-{index}"
         data_dir.mkdir(parents=True, exist_ok=True)
         env = self.env | {"RISKSTREAM_WEB_PORT": str(self.worker_port(index)), "RISKSTREAM_DATA_DIR": str(data_dir)}
-        command = [sys.executable, "-m", "faust", "-A", "stream.app", "worker", "-l", "info"]
+        command = [sys.executable, "-m", "faust", "-A", "stream.app", "worker", "-l", self.log_level]
         self.worker_processes[index] = self._spawn(command, f"worker-{index}.log", env)
         return index
 
@@ -145,4 +172,4 @@ class LocalServices:
         self.stop()
 
 
-__all__ = ["LocalServices"]
+__all__ = ["LocalServices", "isolated_overrides"]

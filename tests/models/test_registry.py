@@ -194,3 +194,17 @@ def test_a_version_is_written_once_and_must_name_its_weights(tmp_path):
     artifact.version = "20261122T000000-00000000"
     with pytest.raises(ModelError, match="hash"):
         save_artifact(artifact, tmp_path)
+
+
+def test_a_version_linked_from_outside_the_registry_is_refused(tmp_path):
+    elsewhere, registry = tmp_path / "elsewhere", tmp_path / "registry"
+    artifact = _artifact(0)
+    save_artifact(artifact, elsewhere)
+    registry.mkdir()
+    (registry / artifact.version).symlink_to(elsewhere / artifact.version)
+    (registry / "CHAMPION").write_text(artifact.version + "\n")
+    with pytest.raises(ModelNotFoundError, match="outside the registry"):
+        load_artifact(registry)
+    with pytest.raises(ModelNotFoundError, match="outside the registry"):
+        load_artifact(registry, artifact.version)
+    assert load_artifact(elsewhere).version == artifact.version  # the same files, from their own registry
