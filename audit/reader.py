@@ -7,6 +7,7 @@ as fresh as the writer's last export (its ``export_interval_s``).
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import duckdb
@@ -17,6 +18,11 @@ from audit.schema import SEGMENTS_DIR, TABLES, segment_name
 from audit.views import VIEWS, view_statements
 
 __all__ = ["connect", "query"]
+
+_TORN_READ = ("TProtocolException", "Invalid data", "No such file or directory", "not a parquet file")
+"""What DuckDB says when a query read the open segment's footer before the writer replaced the file and its
+data after (it opens a file more than once a query): the next attempt reads whole versions again."""
+_ATTEMPTS = 4
 
 _READ_ONLY = frozenset(
     {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN, duckdb.StatementType.PRAGMA}
@@ -72,7 +78,12 @@ def query(root: str | Path, sql: str) -> pa.Table:
         kinds = ", ".join(statement.type.name for statement in statements) or "nothing"
         raise AuditError(f"only one read-only statement is allowed, got {kinds}")
     with connect(root) as con:
-        try:
-            return con.sql(sql).to_arrow_table()
-        except duckdb.Error as exc:
-            raise AuditError(f"query failed: {exc}") from exc
+        attempt = 1
+        while True:
+            try:
+                return con.sql(sql).to_arrow_table()
+            except duckdb.Error as exc:
+                if attempt == _ATTEMPTS or not any(sign in str(exc) for sign in _TORN_READ):
+                    raise AuditError(f"query failed: {exc}") from exc
+            time.sleep(0.05 * attempt)
+            attempt += 1
