@@ -115,7 +115,7 @@ def main() -> None:
             cpu = statistics.median(t[1] for t in timings)
             rates[name] = (len(values) / wall, len(values) / cpu)
     print(f"{args.decisions:,} decisions{' with sequences' if args.sequence else ''}, median of {args.runs} runs\n")
-    print(f"| writer path | decisions/s (wall) | decisions/s (per CPU second) |\n|---|---|---|")
+    print("| writer path | decisions/s (wall) | decisions/s (per CPU second) |\n|---|---|---|")
     for name, (wall_rate, cpu_rate) in rates.items():
         print(f"| {name} | {wall_rate:,.0f} | {cpu_rate:,.0f} |")
     fast, slow = rates.values()

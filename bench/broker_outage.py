@@ -20,11 +20,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from audit import query  # noqa: E402
-from services import DAY, simulated, trained_registry  # noqa: E402
+from models.registry import save_artifact  # noqa: E402
+from stream.drill import simulated  # noqa: E402
 from stream.embedded import EmbeddedBroker, free_port  # noqa: E402
 from stream.local import LocalServices, isolated_overrides  # noqa: E402
 from stream.producer import produce, replay_events  # noqa: E402
 from stream.topics import create_topics  # noqa: E402
+
+DAY = 86_400
 
 
 def settle(services: LocalServices, expected: int, timeout_s: float, quiet_s: float = 30.0) -> None:
@@ -47,9 +50,10 @@ def main() -> None:
     parser.add_argument("--wait", type=float, default=300.0, help="longest wait for the decisions after the restart")
     args = parser.parse_args()
 
-    frame = simulated(args.customers, args.days)
+    frame, artifact = simulated(args.customers, args.days, seed=5, train_days=10)
     workdir = Path(tempfile.mkdtemp(prefix="outage-"))
-    registry = trained_registry(frame, workdir / "models")
+    registry = workdir / "models"
+    save_artifact(artifact, registry)
     start = frame["time"].min()
     middle = start + (args.days / 2) * DAY
     before, after = frame[frame["time"] < middle], frame[frame["time"] >= middle]

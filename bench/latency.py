@@ -19,7 +19,6 @@ import argparse
 import shutil
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -34,20 +33,10 @@ from stream.producer import transaction_record  # noqa: E402
 from stream.settings import Settings  # noqa: E402
 from stream.topics import create_topics  # noqa: E402
 from stream.drill import read_topic  # noqa: E402
-from stream_harness import HANDBOOK, alert_threshold, is_ready, load_transactions, train_model, wait_for_metric, worker_overrides  # noqa: E402
+from stream_harness import HANDBOOK, alert_threshold, load_transactions, train_model, wait_for_metric, worker_overrides  # noqa: E402
 
 WARM_UP_SECONDS = 10.0
 TARGETS_MS = {"decision": (10.0, 50.0), "alert": (None, 100.0)}
-
-
-def wait_ready(port: int, timeout_s: float, alive: Callable[[], None]) -> None:
-    """Wait until the worker's /ready page says ready (model loaded, partitions owned)."""
-    deadline = time.monotonic() + timeout_s
-    while not is_ready(port):
-        alive()
-        if time.monotonic() > deadline:
-            raise RuntimeError("the worker did not get ready")
-        time.sleep(0.5)
 
 
 def send_steadily(settings: Settings, records: list[dict], rate: float) -> dict[str, float]:
@@ -115,7 +104,7 @@ def main() -> None:
         settings = services.settings
         create_topics(settings)
         with services:
-            wait_ready(settings.web_port, 300, services.check_alive)
+            services.wait_until_ready(300)
             send_steadily(settings, records[:warm_up], rate=args.rate)
             wait_for_metric(settings.web_port, "riskstream_decisions_total", warm_up, 300, services.check_alive)
             started = time.monotonic()

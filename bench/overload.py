@@ -26,7 +26,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from audit import query  # noqa: E402
-from services import rss_mib, simulated, trained_registry, worker_lag  # noqa: E402
+from models.registry import save_artifact  # noqa: E402
+from services import rss_mib, worker_lag  # noqa: E402
+from stream.drill import simulated  # noqa: E402
 from stream.embedded import EmbeddedBroker  # noqa: E402
 from stream.local import LocalServices, isolated_overrides  # noqa: E402
 from stream.producer import Event, produce, replay_events  # noqa: E402
@@ -44,9 +46,10 @@ def main() -> None:
     parser.add_argument("--samples", type=Path, default=None, help="write the per-second samples here (CSV)")
     args = parser.parse_args()
 
-    frame = simulated(args.customers, args.days)
+    frame, artifact = simulated(args.customers, args.days, seed=5, train_days=10)
     workdir = Path(tempfile.mkdtemp(prefix="overload-"))
-    registry = trained_registry(frame, workdir / "models")
+    registry = workdir / "models"
+    save_artifact(artifact, registry)
     warm, rest = frame.iloc[: args.warm], frame.iloc[args.warm :]
     with EmbeddedBroker() as broker, LocalServices(isolated_overrides("overload", broker.url, workdir, model_registry=registry), workdir / "logs") as services:
         settings = services.settings

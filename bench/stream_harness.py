@@ -6,7 +6,6 @@ The worker runs as operators run it (``faust -A stream.app worker`` beside the a
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -62,14 +61,6 @@ def worker_overrides(broker: EmbeddedBroker, workdir: Path, app_id: str, **extra
     return local_overrides(broker.url, workdir / app_id, app_id, PARTITIONS) | {"model_registry": workdir / "models"} | extra
 
 
-def is_ready(port: int) -> bool:
-    """Whether the worker's /ready page says ready (model loaded, partitions owned)."""
-    try:
-        return json.loads(scrape(port, path="/ready", timeout_s=2.0)).get("status") == "ready"
-    except (OSError, ValueError):
-        return False
-
-
 def wait_for_metric(port: int, name: str, expected: float, timeout_s: float, alive: Callable[[], None]) -> float:
     """Poll a worker's ``/metrics`` until the counter ``name`` reaches ``expected``; returns the last value seen."""
     deadline = time.monotonic() + timeout_s
@@ -107,4 +98,4 @@ class CpuClock:
         return float(np.interp(end, times, cpu) - np.interp(start, times, cpu))
 
 
-__all__ = ["HANDBOOK", "PARTITIONS", "CpuClock", "alert_threshold", "is_ready", "load_transactions", "train_model", "wait_for_metric", "worker_overrides"]
+__all__ = ["HANDBOOK", "PARTITIONS", "CpuClock", "alert_threshold", "load_transactions", "train_model", "wait_for_metric", "worker_overrides"]

@@ -39,7 +39,7 @@ from stream.producer import produce, replay_events  # noqa: E402
 from stream.settings import Settings  # noqa: E402
 from stream.topics import create_topics  # noqa: E402
 from stream.drill import read_topic  # noqa: E402
-from stream_harness import HANDBOOK, CpuClock, alert_threshold, is_ready, load_transactions, train_model, wait_for_metric, worker_overrides  # noqa: E402
+from stream_harness import HANDBOOK, CpuClock, alert_threshold, load_transactions, train_model, wait_for_metric, worker_overrides  # noqa: E402
 
 TIMEOUT_S = 600.0
 
@@ -88,7 +88,7 @@ def worker_rate(broker: EmbeddedBroker, transactions_topic: str, threshold: floa
         def alive() -> None:
             services.check_alive()
             clock.sample()
-            if not ready_at and is_ready(settings.web_port):
+            if not ready_at and services.is_ready(0):
                 ready_at.append(time.time() * 1000.0)
 
         decided = int(wait_for_metric(settings.web_port, "riskstream_decisions_total", expected, TIMEOUT_S, alive))

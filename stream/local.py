@@ -129,14 +129,15 @@ class LocalServices:
         deadline = time.monotonic() + timeout_s
         while True:
             self.check_alive()
-            waiting = [index for index in self.worker_processes if not self._ready(index)]
+            waiting = [index for index in self.worker_processes if not self.is_ready(index)]
             if not waiting:
                 return
             if time.monotonic() > deadline:
                 raise StreamError(f"worker(s) {waiting} not ready within {timeout_s:.0f} s; see {self.logs}")
             time.sleep(0.5)
 
-    def _ready(self, index: int) -> bool:
+    def is_ready(self, index: int) -> bool:
+        """Whether worker ``index`` answers /ready with 200: model loaded, partitions owned, no rebalance going on."""
         try:
             scrape(self.worker_port(index), path="/ready", timeout_s=2.0)
         except OSError:  # refused while starting, 503 while not ready
