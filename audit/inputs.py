@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from audit.exceptions import AuditError
 from audit.reader import connect
-from audit.schema import SEGMENTS_DIR, sql_string
+from audit.views import segment_scan
 
 __all__ = ["LabelClock", "stored_inputs"]
 
@@ -27,8 +27,8 @@ _INPUTS = """
 SELECT d.tx_id, d.event_time, d.card_id, d.model_version, d.decided_at, coalesce(d.batch_id, 0) AS batch_id, d.batch_row,
        d.score_logit, d.threshold, d.is_alert,
        d.features, d.sequence, l.is_fraud AS label
-FROM read_parquet({decisions}) AS d LEFT JOIN (
-    SELECT tx_id, is_fraud FROM read_parquet({labels}) WHERE {known}
+FROM {decisions} AS d LEFT JOIN (
+    SELECT tx_id, is_fraud FROM {labels} WHERE {known}
     QUALIFY row_number() OVER (PARTITION BY tx_id ORDER BY reported_at DESC, received_at DESC, seq DESC) = 1
 ) AS l USING (tx_id)
 WHERE d.event_time >= $since AND d.event_time <= $until
@@ -55,8 +55,8 @@ def stored_inputs(
     root = Path(root).absolute()
     known = "true" if labels_as_of is None else f"{label_clock}_at <= $as_of"
     sql = _INPUTS.format(
-        decisions=sql_string(root / SEGMENTS_DIR / "decisions" / "*.parquet"),
-        labels=sql_string(root / SEGMENTS_DIR / "labels" / "*.parquet"),
+        decisions=segment_scan(root, "decisions"),
+        labels=segment_scan(root, "labels"),
         known=known,
     )
     parameters: dict[str, object] = {"since": since, "until": until}

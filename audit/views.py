@@ -27,7 +27,7 @@ from pathlib import Path
 
 from audit.schema import SEGMENTS_DIR, TX_KEY, sql_string
 
-__all__ = ["VIEWS", "view_statements"]
+__all__ = ["VIEWS", "segment_scan", "view_statements"]
 
 #: Every view an analyst can query, in the order they are defined.
 VIEWS = (
@@ -104,7 +104,8 @@ GROUP BY ALL ORDER BY day, model_version, shadow_model_version
 """
 
 
-def _segments(root: Path, table: str) -> str:
+def segment_scan(root: Path, table: str) -> str:
+    """SQL reading every segment of ``table``: what the views and other readers of the store scan."""
     return f"read_parquet({sql_string(root / SEGMENTS_DIR / table / '*.parquet')})"
 
 
@@ -115,12 +116,12 @@ def view_statements(root: str | Path) -> list[str]:
     True
     """
     root = Path(root).absolute()
-    decisions = _segments(root, "decisions")
+    decisions = segment_scan(root, "decisions")
     bodies = {
-        "reasons": f"SELECT * FROM {_segments(root, 'reasons')}",
-        "label_history": f"SELECT * EXCLUDE (tx_key) FROM {_segments(root, 'labels')}",
-        "models": f"SELECT * FROM {_segments(root, 'models')}",
-        "reference_bins": f"SELECT * FROM {_segments(root, 'reference_bins')}",
+        "reasons": f"SELECT * FROM {segment_scan(root, 'reasons')}",
+        "label_history": f"SELECT * EXCLUDE (tx_key) FROM {segment_scan(root, 'labels')}",
+        "models": f"SELECT * FROM {segment_scan(root, 'models')}",
+        "reference_bins": f"SELECT * FROM {segment_scan(root, 'reference_bins')}",
         # features as a map again; NULL when the model's names are unknown or do not fit
         "decisions": (
             "SELECT d.* EXCLUDE (tx_key) REPLACE (CASE WHEN len(m.feature_names) = len(d.features) "
@@ -134,7 +135,7 @@ def view_statements(root: str | Path) -> list[str]:
             "SELECT d.*, l.is_fraud AS label, l.source AS label_source, l.reported_at AS labelled_at "
             "FROM decisions AS d LEFT JOIN labels AS l USING (tx_id)"
         ),
-        "daily": _DAILY.format(decisions=decisions, labels=_segments(root, "labels")),
+        "daily": _DAILY.format(decisions=decisions, labels=segment_scan(root, "labels")),
         "drift": _DRIFT.format(decisions=decisions),
         "explanation_drift": _EXPLANATION_DRIFT,
         "shadow_agreement": _SHADOW_AGREEMENT.format(decisions=decisions),
