@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Generic, Protocol, TypeVar
 
 import numpy as np
 from scipy.special import expit
@@ -33,6 +33,13 @@ logger = logging.getLogger(__name__)
 
 Record = dict[str, Any]
 StateTable = MutableMapping[bytes, Any]
+
+
+class _Savable(Protocol):
+    def to_dict(self) -> dict: ...
+
+
+State = TypeVar("State", bound=_Savable)
 
 
 @dataclass(frozen=True)
@@ -68,26 +75,42 @@ def _state_key(identifier: str) -> bytes:
     return identifier.encode()
 
 
+class _BatchStates(Generic[State]):
+    """The states one batch touches, each read from its table once and written back once.
+
+    A table write is a changelog message holding the whole state, so writing it once per event would send
+    the same card or terminal several times a batch.
+    """
+
+    def __init__(self, table: StateTable, load: Callable[[Any], State]) -> None:
+        self._table = table
+        self._load = load
+        self._states: dict[bytes, State] = {}
+
+    def __getitem__(self, identifier: str) -> State:
+        key = _state_key(identifier)
+        state = self._states.get(key)
+        if state is None:
+            state = self._states[key] = self._load(self._table.get(key))
+        return state
+
+    def write_back(self) -> None:
+        for key, state in self._states.items():
+            self._table[key] = state.to_dict()
+
+
 def apply_card_stage(transactions: Iterable[Record], table: StateTable) -> list[Record]:
     """Card features and recent sequence of each transaction, in order, updating the card's state: enriched
-    transactions.
-
-    Each card's state is read once and written once per batch: a table write is a changelog message
-    holding the whole state, so writing it once per event would send the same card several times.
-    """
+    transactions. Each card's state is read and written once per batch (:class:`_BatchStates`)."""
     enriched = []
-    states: dict[bytes, CardState] = {}
+    states = _BatchStates(table, CardState.from_dict)
     for transaction in transactions:
-        key = _state_key(transaction["card_id"])
-        state = states.get(key)
-        if state is None:
-            state = states[key] = CardState.from_dict(table.get(key))
+        state = states[transaction["card_id"]]
         reading = card_step(
             state, transaction["event_time"] / 1000.0, transaction["amount"], transaction["tx_id"], transaction["terminal_id"]
         )
         enriched.append({"transaction": transaction, "card_features": reading.features, "card_sequence": reading.sequence})
-    for key, state in states.items():
-        table[key] = state.to_dict()
+    states.write_back()
     return enriched
 
 
@@ -126,34 +149,25 @@ def apply_terminal_stage(events: Iterable[Record], table: StateTable, label_dela
     """Run terminal events in order: a label updates the terminal's risk (or waits for its transaction);
     a transaction gets its terminal features, then is recorded (features first, as in offline replay)."""
     outcome = TerminalOutcome()
-    states: dict[bytes, TerminalState] = {}  # read and written once per batch, as in the card stage
-
-    def state_of(terminal_id: str) -> TerminalState:
-        key = _state_key(terminal_id)
-        state = states.get(key)
-        if state is None:
-            state = states[key] = TerminalState.from_dict(table.get(key))
-        return state
-
+    states = _BatchStates(table, TerminalState.from_dict)  # read and written once per batch, as in the card stage
     for event in events:
         enriched = event.get("transaction")
         feedback = event.get("feedback")
         if feedback is not None:
-            state = state_of(feedback["terminal_id"])
+            state = states[feedback["terminal_id"]]
             if state.label(feedback["tx_id"], bool(feedback["is_fraud"]), feedback["reported_at"] / 1000.0):
                 outcome.labels_applied += 1
             else:
                 outcome.labels_pending += 1
         elif enriched is not None:
             transaction = enriched["transaction"]
-            state = state_of(transaction["terminal_id"])
+            state = states[transaction["terminal_id"]]
             seconds = transaction["event_time"] / 1000.0
             terminal = terminal_step(state, seconds, transaction["tx_id"], label_delay_days)
             outcome.transactions.append(transaction)
             outcome.features.append(feature_vector(seconds, transaction["amount"], enriched["card_features"], terminal))
             outcome.sequences.append(enriched["card_sequence"])
-    for key, state in states.items():
-        table[key] = state.to_dict()
+    states.write_back()
     return outcome
 
 
