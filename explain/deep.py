@@ -165,7 +165,7 @@ class Explainer:
         ]
 
     def _labels(self, data_row: np.ndarray) -> tuple[str, ...]:
-        return tuple(map(_call, self._label_makers, data_row.tolist()))
+        return tuple(make(value) for make, value in zip(self._label_makers, data_row.tolist()))
 
 
 def _reasons(input_names: tuple[str, ...], groups: Mapping[str, Sequence[int]]) -> tuple[tuple[str, ...], np.ndarray]:
@@ -204,10 +204,6 @@ def _rows(array: np.ndarray, columns: int, name: str) -> np.ndarray:
     if rows.ndim != 2 or rows.shape[1] != columns:
         raise ExplainError(f"{name} has shape {np.shape(array)}, expected (N, {columns})")
     return rows
-
-
-def _call(make: Callable[[float], str], value: float) -> str:
-    return make(value)
 
 
 def _label_maker(name: str, grouped: bool, template: str | None) -> Callable[[float], str]:
