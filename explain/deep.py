@@ -11,8 +11,8 @@ feature's raw value.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from functools import partial
+from collections.abc import Mapping, Sequence
+from string import Formatter
 from types import MappingProxyType
 from typing import Any, Protocol
 
@@ -27,6 +27,8 @@ from models.features import FEATURES
 
 DEFAULT_TEMPLATES: Mapping[str, str] = MappingProxyType({feature.name: feature.reason for feature in FEATURES})
 """Reason templates of the model's features, used when an explainer is given none."""
+LABEL_SEPARATOR = "\x1f"
+"""Between reasons' labels in the one format string that fills them (ASCII unit separator, never in a label)."""
 
 
 class ExplainableArtifact(Protocol):
@@ -107,9 +109,7 @@ class Explainer:
         templates = DEFAULT_TEMPLATES if reason_templates is None else reason_templates
         self._templates = {name: templates[name] for name in self.reason_names if name in templates}
         _check_templates(self._templates)
-        self._label_makers = tuple(
-            _label_maker(name, name in self._grouped, self._templates.get(name)) for name in self.reason_names
-        )
+        self._labels_format = _labels_format(self.reason_names, self._grouped, self._templates)
         self.base_value = self._deeplift.base_value
 
     @classmethod
@@ -165,7 +165,7 @@ class Explainer:
         ]
 
     def _labels(self, data_row: np.ndarray) -> tuple[str, ...]:
-        return tuple(make(value) for make, value in zip(self._label_makers, data_row.tolist()))
+        return tuple(self._labels_format.format(*data_row.tolist()).split(LABEL_SEPARATOR))
 
 
 def _reasons(input_names: tuple[str, ...], groups: Mapping[str, Sequence[int]]) -> tuple[tuple[str, ...], np.ndarray]:
@@ -206,14 +206,43 @@ def _rows(array: np.ndarray, columns: int, name: str) -> np.ndarray:
     return rows
 
 
-def _label_maker(name: str, grouped: bool, template: str | None) -> Callable[[float], str]:
-    """``reason_label`` of one reason as a function of its value, its template looked up once, not per alert."""
-    if grouped:
-        label = reason_label(name, None, template)
-        return lambda _value: label
-    if template is None:
-        return partial(reason_label, name)
-    return lambda value: template.format(value=value)
+def _labels_format(names: Sequence[str], grouped: frozenset[str], templates: Mapping[str, str]) -> str:
+    """Every reason's ``reason_label`` as one format string over a row's values, split at LABEL_SEPARATOR.
+
+    One ``str.format`` call labels an alert's reasons: a call per reason cost more than the rest of its
+    explanation. A group's label is fixed text; a feature's template has its ``{value}`` fields renumbered
+    to the feature's position in the row.
+    """
+    parts = []
+    for position, name in enumerate(names):
+        template = templates.get(name)
+        if name in grouped:
+            parts.append(_literal(reason_label(name, None, template)))
+        elif template is None:
+            parts.append(f"{_literal(name)} = {{{position}:g}}")
+        else:
+            parts.append(_positional(name, template, position))
+    return LABEL_SEPARATOR.join(parts)
+
+
+def _positional(name: str, template: str, position: int) -> str:
+    """``template`` with its ``{value…}`` fields reading argument ``position`` instead."""
+    rebuilt = []
+    for literal, field, spec, conversion in Formatter().parse(template):
+        rebuilt.append(_literal(literal))
+        if field is None:
+            continue
+        if field.split(".")[0].split("[")[0] != "value" or "{" in (spec or ""):
+            raise ExplainError(f"reason template for {name!r} may only use the field {{value}}: {template!r}")
+        rebuilt.append("{" + str(position) + field[len("value"):] + (f"!{conversion}" if conversion else "")
+                       + (f":{spec}" if spec else "") + "}")
+    return "".join(rebuilt)
+
+
+def _literal(text: str) -> str:
+    if LABEL_SEPARATOR in text:
+        raise ExplainError(f"reason label text may not contain {LABEL_SEPARATOR!r}: {text!r}")
+    return text.replace("{", "{{").replace("}", "}}")
 
 
 def _check_templates(templates: Mapping[str, str]) -> None:

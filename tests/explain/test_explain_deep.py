@@ -11,6 +11,8 @@ from torch import nn
 from torch.nn import functional
 
 from explain import Background, ExplainError, Explainer, Explanation, check_additivity, summarise
+from explain.deep import DEFAULT_TEMPLATES
+from explain.explanation import reason_label
 from models.features import FEATURE_NAMES
 
 TOLERANCE = 1e-4
@@ -247,6 +249,23 @@ def test_features_without_a_template_read_name_equals_value():
     explainer = Explainer(mlp(2, 1), Background.uniform(np.zeros((3, 2))), names, reason_templates={"amount": "spent {value:.1f}"})
     [explanation] = explainer.explain(np.array([1.0, 2.0]), np.array([12.0, 0.5]))
     assert sorted(reason.label for reason in explanation.reasons()) == ["merchant_risk = 0.5", "spent 12.0"]
+
+
+def test_every_label_reads_as_reason_label_gives_it(explainer, explained):
+    for explanation in explained:
+        for name, value, label in zip(explanation.feature_names, explanation.data.tolist(), explanation.labels):
+            template = DEFAULT_TEMPLATES.get(name)
+            expected = reason_label(name, None, template) if name in explainer._grouped else reason_label(name, value, template)
+            assert label == expected
+
+
+def test_labels_keep_braces_and_format_specs_and_read_nan_as_nan():
+    names = ("amount", "odd {name}", "spending", "s_1")
+    templates = {"amount": "{{literal}} {value!r} then {value:>8.2f}", "spending": "recent pattern"}
+    explainer = Explainer(mlp(4, 1), Background.uniform(np.zeros((2, 4))), names, groups={"spending": [2, 3]},
+                          reason_templates=templates)
+    [explanation] = explainer.explain(np.zeros(4), np.array([3.5, np.nan]))
+    assert explanation.labels == ("{literal} 3.5 then     3.50", "odd {name} = nan", "recent pattern")
 
 
 def test_a_template_that_cannot_be_filled_is_refused_at_build():
