@@ -13,8 +13,10 @@ import numpy as np
 from explain.deeplift import Background
 from explain.exceptions import ExplainError
 
-DEFAULT_SIZE = 32
-"""Weighted rows kept: an explanation's cost grows linearly with the background's size."""
+DEFAULT_SIZE = 16
+"""Weighted rows kept: an explanation's cost grows linearly with the background's size. Against the whole
+200-row sample, 16 centres keep every top reason and 99 % of the top fives at a twentieth of the cost, and 32
+only add 0.3 % of overlap for twice the cost (``bench/explain_background.py``)."""
 
 
 def summarise(rows: np.ndarray, size: int = DEFAULT_SIZE) -> Background:

@@ -17,6 +17,7 @@ from explain.exceptions import ExplainError
 
 ExplanationSpace = Literal["log-odds"]
 """The unit of values, base value and output: the model's logit, before the sigmoid."""
+_SPACES = frozenset(get_args(ExplanationSpace))
 
 DEFAULT_TOLERANCE = 1e-4
 """Largest additivity gap, in log-odds, an explanation may have before it is flagged."""
@@ -106,7 +107,7 @@ class Explanation:
         labels = tuple(self.labels)
         if labels and len(labels) != len(names):
             raise ExplainError(f"got {len(labels)} labels for {len(names)} features")
-        if self.space not in get_args(ExplanationSpace):
+        if self.space not in _SPACES:
             raise ExplainError(f"unknown explanation space {self.space!r}")
         base_value, output = float(self.base_value), float(self.output)
         terms = [*values.tolist(), base_value, -output]

@@ -11,6 +11,7 @@ from torch import nn
 from torch.nn import functional
 
 from explain import Background, ExplainError, Explainer, Explanation, check_additivity, summarise
+from explain.background import DEFAULT_SIZE
 from explain.deep import DEFAULT_TEMPLATES
 from explain.explanation import reason_label
 from models.features import FEATURE_NAMES
@@ -112,13 +113,13 @@ def test_values_add_up_to_the_logit_for_every_row(explained, artifact, batch):
 
 def test_the_base_value_is_the_weighted_mean_logit_of_a_few_background_rows(explainer, artifact):
     background = summarise(artifact.head_inputs(artifact.background))
-    assert len(background.rows) == 32 < len(artifact.background)
+    assert len(background.rows) == DEFAULT_SIZE < len(artifact.background)
     with torch.no_grad():
         logits = artifact.head(torch.from_numpy(background.rows.astype(np.float32))).numpy().reshape(-1)
     assert explainer.base_value == pytest.approx(background.weights @ logits, abs=1e-5)
     full = artifact.logits(artifact.background).mean()
     # a summary, not the sample: its centres sit inside the clusters, where this network is less extreme
-    assert explainer.base_value == pytest.approx(full, abs=0.5), "32 centres stand in for the 200 sampled rows"
+    assert explainer.base_value == pytest.approx(full, abs=0.5), "a few centres stand in for the 200 sampled rows"
 
 
 def test_reasons_are_ordered_by_absolute_contribution(explained):
