@@ -117,6 +117,6 @@ class Segments:
         tmp = final.with_name(final.name + _TMP_SUFFIX)
         self.con.execute(
             f"COPY (SELECT * FROM {self.table} WHERE seq BETWEEN {first_seq:d} AND {last_seq:d}) "
-            f"TO {sql_string(tmp)} (FORMAT parquet, COMPRESSION zstd)"
+            f"TO {sql_string(tmp)} (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1)"
         )
         _atomic_replace(tmp, final)

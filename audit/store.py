@@ -21,6 +21,7 @@ from pathlib import Path
 from types import TracebackType
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -53,7 +54,7 @@ _EXPORT_ORDER = ("models", "reference_bins", "reasons", "labels", "decisions")
 
 def _first_copies(batch: pa.Table, key: tuple[str, ...]) -> pa.Table:
     """The rows of ``batch`` that are the first (lowest ``ord``) of their key; ``ord`` dropped."""
-    first = batch.group_by(list(key), use_threads=False).aggregate([("ord", "min")]).column("ord_min")
+    first = batch.select([*key, "ord"]).group_by(list(key), use_threads=False).aggregate([("ord", "min")]).column("ord_min")
     if len(first) < batch.num_rows:
         batch = batch.filter(pc.is_in(batch.column("ord"), first))
     return batch.drop_columns(["ord"])
@@ -119,9 +120,14 @@ def _lock(path: Path) -> int:
 def _connect_writer(path: Path) -> duckdb.DuckDBPyConnection:
     """The writer's connection, on one thread: a flush's batches are small, and measured on a shared 2-core
     machine more threads cost more CPU in coordination than they saved (bench/audit_writer.py: 49k → 55k
-    decisions per CPU second, 34k → 45k per wall second, with one)."""
+    decisions per CPU second, 34k → 45k per wall second, with one).
+
+    A checkpoint rewrites the table's newest, partly filled row group; DuckDB's default (one each 16 MB of
+    write-ahead log, two flushes of decisions with their sequences) made them a third of the writer's CPU.
+    Every 64 MB they cost far less (bench/audit_writer.py, 200,000 decisions: 38k → 44k decisions per CPU
+    second); the price is a longer log to replay after a crash (under a second)."""
     try:
-        return duckdb.connect(str(path), config={"threads": 1})
+        return duckdb.connect(str(path), config={"threads": 1, "checkpoint_threshold": "64MB"})
     except duckdb.IOException as exc:
         if "lock" in str(exc).lower():
             raise StoreLockedError(f"another process holds {path}: {exc}") from exc
@@ -309,7 +315,8 @@ class AuditStore:
     def _append(self, table: str, batch: pa.Table) -> None:
         """Buffer ``batch`` with ``ord``, each row's place among the table's buffered rows (the first copy wins)."""
         first = sum(pending.num_rows for pending in self._pending[table])
-        self._pending[table].append(batch.append_column("ord", pa.array(range(first, first + batch.num_rows), pa.int64())))
+        positions = pa.array(np.arange(first, first + batch.num_rows, dtype=np.int64))  # from a Python range: 4 µs a row
+        self._pending[table].append(batch.append_column("ord", positions))
 
     def _writer(self) -> duckdb.DuckDBPyConnection:
         if self._con is None:
