@@ -112,6 +112,12 @@ class Segments:
                 rewritten += 1
         return rewritten
 
+    def rewrite_all(self) -> None:
+        """Rewrite every segment from the table, e.g. once columns were added to it, so that all files have them."""
+        starts = self.starts()
+        for index, first in enumerate(starts):
+            self._write(first, starts[index + 1] - 1 if index + 1 < len(starts) else self.exported)
+
     def _write(self, first_seq: int, last_seq: int) -> None:
         final = self.directory / segment_name(first_seq)
         tmp = final.with_name(final.name + _TMP_SUFFIX)

@@ -32,6 +32,7 @@ from audit.schema import (
     SEGMENTS_DIR,
     TABLES,
     TX_KEY,
+    add_columns_sql,
     conform_decisions,
     create_table_sql,
     decision_table,
@@ -179,11 +180,14 @@ class AuditStore:
             self._con = _connect_writer(self.root / WRITER_DB)
             for table in (*TABLES, DECISION_KEYS):
                 self._con.execute(create_table_sql(table))
+            upgraded = self._add_columns()
             self._segments = {
                 table: Segments(self._con, self.root / SEGMENTS_DIR / table, table, segment_rows, segment_open_s)
                 for table in TABLES
             }
             exported = [segments.open() for segments in self._segments.values()]
+            for table in upgraded:
+                self._segments[table].rewrite_all()  # every file with the new columns, as the views read them
             stored = [self._scalar(f"SELECT coalesce(max(seq), 0) FROM {table}") for table in TABLES]
             self._seq = max(*stored, *exported)
             self._models = {version for (version,) in self._con.execute("SELECT model_version FROM models").fetchall()}
@@ -306,6 +310,21 @@ class AuditStore:
                 self._export()
             finally:
                 self._release()
+
+    def _add_columns(self) -> list[str]:
+        """Give tables created by an older version the columns added since; returns the tables changed."""
+        con = self._writer()
+        upgraded = []
+        for table in TABLES:
+            existing = {name for (name,) in con.execute(
+                "SELECT column_name FROM duckdb_columns() WHERE table_name = $table", {"table": table}).fetchall()}
+            statements = add_columns_sql(table, existing)
+            for statement in statements:
+                con.execute(statement)
+            if statements:
+                logger.warning("audit store: upgraded the %s table: %s", table, "; ".join(statements))
+                upgraded.append(table)
+        return upgraded
 
     def _buffer(self, table: str, batch: pa.Table) -> None:
         with self._mutex:
