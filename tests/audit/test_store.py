@@ -280,7 +280,9 @@ def test_a_store_lacking_a_required_column_is_refused_with_its_name(root: Path) 
         con.execute("ALTER TABLE decisions DROP COLUMN amount")
     with pytest.raises(AuditError, match=r"lacks required column\(s\) \['amount'\]"):
         AuditStore(root)
-    AuditStore(root.parent / "other").close()  # the failed open released its lock and connection
+    with duckdb.connect(str(root / "writer.duckdb")) as con:  # the refused open let go of the file
+        con.execute("ALTER TABLE decisions ADD COLUMN amount DOUBLE")
+    AuditStore(root).close()
 
 
 def test_an_invalid_record_rejects_its_whole_call_and_names_itself(root: Path) -> None:
