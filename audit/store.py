@@ -21,7 +21,6 @@ from pathlib import Path
 from types import TracebackType
 
 import duckdb
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -123,10 +122,10 @@ def _connect_writer(path: Path) -> duckdb.DuckDBPyConnection:
     machine more threads cost more CPU in coordination than they saved (bench/audit_writer.py: 49k → 55k
     decisions per CPU second, 34k → 45k per wall second, with one).
 
-    A checkpoint rewrites the table's newest, partly filled row group; DuckDB's default (one each 16 MB of
-    write-ahead log, two flushes of decisions with their sequences) made them a third of the writer's CPU.
-    Every 64 MB they cost far less (bench/audit_writer.py, 200,000 decisions: 38k → 44k decisions per CPU
-    second); the price is a longer log to replay after a crash (under a second)."""
+    Checkpoints every 64 MB of write-ahead log instead of DuckDB's 16 MB (about two flushes of decisions with
+    their sequences): fewer of them cost less in all (the writer's path of bench/audit_writer.py, 200,000
+    decisions, best of two runs: 38k → 44k decisions per CPU second); the price is a longer log to replay
+    after a crash, up to 64 MB."""
     try:
         return duckdb.connect(str(path), config={"threads": 1, "checkpoint_threshold": "64MB"})
     except duckdb.IOException as exc:
@@ -334,8 +333,7 @@ class AuditStore:
     def _append(self, table: str, batch: pa.Table) -> None:
         """Buffer ``batch`` with ``ord``, each row's place among the table's buffered rows (the first copy wins)."""
         first = sum(pending.num_rows for pending in self._pending[table])
-        positions = pa.array(np.arange(first, first + batch.num_rows, dtype=np.int64))  # from a Python range: 4 µs a row
-        self._pending[table].append(batch.append_column("ord", positions))
+        self._pending[table].append(batch.append_column("ord", pa.array(range(first, first + batch.num_rows), pa.int64())))
 
     def _writer(self) -> duckdb.DuckDBPyConnection:
         if self._con is None:
