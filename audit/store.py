@@ -124,7 +124,7 @@ def _connect_writer(path: Path) -> duckdb.DuckDBPyConnection:
 
     Checkpoints every 64 MB of write-ahead log instead of DuckDB's 16 MB (about two flushes of decisions with
     their sequences): fewer of them cost less in all (the writer's path of bench/audit_writer.py, 200,000
-    decisions, best of two runs: 38k → 44k decisions per CPU second); the price is a longer log to replay
+    decisions, best of two runs: 37k → 46k decisions per CPU second); the price is a longer log to replay
     after a crash, up to 64 MB."""
     try:
         return duckdb.connect(str(path), config={"threads": 1, "checkpoint_threshold": "64MB"})
