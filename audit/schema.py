@@ -22,7 +22,7 @@ store created before them gains them when its writer opens it (:func:`add_column
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -31,7 +31,7 @@ from typing import TypeVar
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from audit.exceptions import InvalidRecordError
+from audit.exceptions import AuditError, InvalidRecordError
 
 __all__ = [
     "DECISION_BATCH_SCHEMA",
@@ -46,6 +46,7 @@ __all__ = [
     "TABLES",
     "TX_KEY",
     "Column",
+    "add_columns_sql",
     "conform_decisions",
     "create_table_sql",
     "decision_table",
@@ -171,6 +172,21 @@ def create_table_sql(table: str) -> str:
     if table in PRIMARY_KEYS and table != "decisions":
         columns.append(f"PRIMARY KEY ({', '.join(PRIMARY_KEYS[table])})")
     return f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(columns)})"
+
+
+def add_columns_sql(table: str, existing: Collection[str]) -> list[str]:
+    """``ALTER TABLE`` statements giving ``table``, created by an older version with ``existing`` columns, the
+    columns added since; they are all nullable, so old rows read as NULL. A missing required column cannot be
+    added (its old rows would have no value): AuditError names it.
+
+    >>> add_columns_sql("labels", ["tx_id", "is_fraud", "source", "reported_at", "received_at", "card_id"])
+    ['ALTER TABLE labels ADD COLUMN terminal_id VARCHAR']
+    """
+    missing = [c for c in TABLES[table] if c.name not in existing]
+    required = [c.name for c in missing if c.required]
+    if required:
+        raise AuditError(f"the stored {table} table lacks required column(s) {required}; it cannot be upgraded")
+    return [f"ALTER TABLE {table} ADD COLUMN {c.name} {c.sql}" for c in missing]
 
 
 def _column_array(column: Column, values: Sequence[object]) -> pa.Array:

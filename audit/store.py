@@ -31,6 +31,7 @@ from audit.schema import (
     SEGMENTS_DIR,
     TABLES,
     TX_KEY,
+    add_columns_sql,
     conform_decisions,
     create_table_sql,
     decision_table,
@@ -53,7 +54,7 @@ _EXPORT_ORDER = ("models", "reference_bins", "reasons", "labels", "decisions")
 
 def _first_copies(batch: pa.Table, key: tuple[str, ...]) -> pa.Table:
     """The rows of ``batch`` that are the first (lowest ``ord``) of their key; ``ord`` dropped."""
-    first = batch.group_by(list(key), use_threads=False).aggregate([("ord", "min")]).column("ord_min")
+    first = batch.select([*key, "ord"]).group_by(list(key), use_threads=False).aggregate([("ord", "min")]).column("ord_min")
     if len(first) < batch.num_rows:
         batch = batch.filter(pc.is_in(batch.column("ord"), first))
     return batch.drop_columns(["ord"])
@@ -119,9 +120,14 @@ def _lock(path: Path) -> int:
 def _connect_writer(path: Path) -> duckdb.DuckDBPyConnection:
     """The writer's connection, on one thread: a flush's batches are small, and measured on a shared 2-core
     machine more threads cost more CPU in coordination than they saved (bench/audit_writer.py: 49k → 55k
-    decisions per CPU second, 34k → 45k per wall second, with one)."""
+    decisions per CPU second, 34k → 45k per wall second, with one).
+
+    Checkpoints every 64 MB of write-ahead log instead of DuckDB's 16 MB (about two flushes of decisions with
+    their sequences): fewer of them cost less in all (the writer's path of bench/audit_writer.py, 200,000
+    decisions, best of two runs: 37k → 46k decisions per CPU second); the price is a longer log to replay
+    after a crash, up to 64 MB."""
     try:
-        return duckdb.connect(str(path), config={"threads": 1})
+        return duckdb.connect(str(path), config={"threads": 1, "checkpoint_threshold": "64MB"})
     except duckdb.IOException as exc:
         if "lock" in str(exc).lower():
             raise StoreLockedError(f"another process holds {path}: {exc}") from exc
@@ -173,11 +179,14 @@ class AuditStore:
             self._con = _connect_writer(self.root / WRITER_DB)
             for table in (*TABLES, DECISION_KEYS):
                 self._con.execute(create_table_sql(table))
+            upgraded = self._add_columns()
             self._segments = {
                 table: Segments(self._con, self.root / SEGMENTS_DIR / table, table, segment_rows, segment_open_s)
                 for table in TABLES
             }
             exported = [segments.open() for segments in self._segments.values()]
+            for table in upgraded:
+                self._segments[table].rewrite_all()  # every file with the new columns, as the views read them
             stored = [self._scalar(f"SELECT coalesce(max(seq), 0) FROM {table}") for table in TABLES]
             self._seq = max(*stored, *exported)
             self._models = {version for (version,) in self._con.execute("SELECT model_version FROM models").fetchall()}
@@ -300,6 +309,21 @@ class AuditStore:
                 self._export()
             finally:
                 self._release()
+
+    def _add_columns(self) -> list[str]:
+        """Give tables created by an older version the columns added since; returns the tables changed."""
+        con = self._writer()
+        upgraded = []
+        for table in TABLES:
+            existing = {name for (name,) in con.execute(
+                "SELECT column_name FROM duckdb_columns() WHERE table_name = $table", {"table": table}).fetchall()}
+            statements = add_columns_sql(table, existing)
+            for statement in statements:
+                con.execute(statement)
+            if statements:
+                logger.warning("audit store: upgraded the %s table: %s", table, "; ".join(statements))
+                upgraded.append(table)
+        return upgraded
 
     def _buffer(self, table: str, batch: pa.Table) -> None:
         with self._mutex:

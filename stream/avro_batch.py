@@ -93,7 +93,9 @@ class AvroBatchDecoder:
         """Decode ``values``; an unreadable message is returned in ``errors`` with its index, never raised."""
         framing, skip = self._framing, len(self._framing)
         fast = [index for index, value in enumerate(values) if value and value.startswith(framing)]
-        batch = DecodedBatch(table=self._read_block([memoryview(values[index])[skip:] for index in fast]) if fast else None)  # type: ignore[arg-type]
+        # Bytes slices, not memoryviews: a copy of a few hundred bytes is cheaper than the garbage collections that
+        # thousands of memoryview objects a poll set off (bench/audit_writer.py: 5 µs a message in a large process).
+        batch = DecodedBatch(table=self._read_block([values[index][skip:] for index in fast]) if fast else None)  # type: ignore[index]
         slow = range(len(values)) if batch.table is None else sorted(set(range(len(values))) - set(fast))
         for index in slow:
             try:
@@ -102,7 +104,7 @@ class AvroBatchDecoder:
                 batch.errors.append((index, error))
         return batch
 
-    def _read_block(self, bodies: list[memoryview]) -> pa.Table | None:
+    def _read_block(self, bodies: list[bytes]) -> pa.Table | None:
         """The bodies as one table, or None when the block does not read back whole (see the module docstring)."""
         bodies.append(bodies[0])
         data = b"".join(bodies)

@@ -16,6 +16,7 @@ import pytest
 
 import audit
 from audit import VIEWS, AuditError, AuditStore, InvalidRecordError, StoreLockedError, connect, query
+from audit.inputs import stored_inputs
 
 REPO = Path(audit.__file__).resolve().parent.parent
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z in epoch millis
@@ -243,6 +244,45 @@ def test_a_crash_during_export_leaves_no_partial_file_and_no_duplicate(root: Pat
     ]
     assert rows(root, "SELECT count(*), count(DISTINCT rank) FROM reasons") == [(3, 3)]
     assert segments(root, "decisions") == ["000000000000.parquet", "000000000001.parquet"]
+
+
+# The columns decisions gained with the model's whole input and the shadow model.
+_NEWER = ("sequence", "batch_id", "batch_row", "shadow_model_version", "shadow_score", "shadow_score_logit", "shadow_is_alert")
+
+
+def test_a_store_written_before_the_newer_columns_is_upgraded_when_opened(root: Path) -> None:
+    with AuditStore(root, export_interval_s=0) as store:
+        store.add_decisions([decision("t-old"), decision("t-alert", alert=True)])
+    # as an older version left it: its table and its segment files without the newer columns
+    with duckdb.connect(str(root / "writer.duckdb")) as con:
+        for column in _NEWER:
+            con.execute(f"ALTER TABLE decisions DROP COLUMN {column}")
+        for path in (root / "segments" / "decisions").glob("*.parquet"):
+            con.execute(f"COPY (SELECT * EXCLUDE ({', '.join(_NEWER)}) FROM read_parquet('{path}')) TO '{path}' (FORMAT parquet)")
+    with pytest.raises(AuditError, match="shadow_model_version"):  # the views need the newer columns
+        rows(root, "SELECT count(*) FROM decisions")
+
+    with AuditStore(root, export_interval_s=0) as store:
+        store.add_decisions([{**decision("t-new"), "sequence": [0.5] * 32, "batch_id": 7, "batch_row": 0}])
+        assert store.flush().decisions_inserted == 1
+    assert rows(root, "SELECT tx_id, len(sequence), batch_id FROM decisions ORDER BY tx_id") == [
+        ("t-alert", None, None), ("t-new", 32, 7), ("t-old", None, None),
+    ]
+    assert rows(root, "SELECT count(*) FROM reasons") == [(3,)]
+    inputs = stored_inputs(root)
+    assert inputs.column("tx_id").to_pylist() == ["t-alert", "t-new", "t-old"]
+    assert inputs.column("sequence").to_pylist()[1] == [0.5] * 32
+
+
+def test_a_store_lacking_a_required_column_is_refused_with_its_name(root: Path) -> None:
+    AuditStore(root).close()
+    with duckdb.connect(str(root / "writer.duckdb")) as con:
+        con.execute("ALTER TABLE decisions DROP COLUMN amount")
+    with pytest.raises(AuditError, match=r"lacks required column\(s\) \['amount'\]"):
+        AuditStore(root)
+    with duckdb.connect(str(root / "writer.duckdb")) as con:  # the refused open let go of the file
+        con.execute("ALTER TABLE decisions ADD COLUMN amount DOUBLE")
+    AuditStore(root).close()
 
 
 def test_an_invalid_record_rejects_its_whole_call_and_names_itself(root: Path) -> None:
