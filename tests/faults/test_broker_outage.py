@@ -2,9 +2,9 @@
 
 The embedded broker keeps its data in a local S3 server (stream.object_store) that stays up while the broker
 process is stopped, as a Kafka broker keeps its disk: it comes back with its topics, messages and committed
-offsets. The broker is stopped as soon as the first decisions of the first two days are stored (the worker
-still scoring, offsets not all committed), stays down for a few seconds and comes back on the same port;
-then four more days are produced. Nobody touches the worker or the audit writer: they must reconnect by
+offsets. The broker is stopped while the worker is still scoring the first two days (in batches of 50, so
+that it is: decisions in flight, offsets not all committed), stays down for a few seconds and comes back
+on the same port; then four more days are produced. Nobody touches the worker or the audit writer: they must reconnect by
 themselves, the worker go on from its committed offsets (at least once: some transactions are scored
 again) and the audit store keep one decision per transaction.
 
@@ -25,6 +25,7 @@ import pytest
 from audit import query
 from stream.embedded import EmbeddedBroker, free_port
 from stream.local import LocalServices
+from stream.metrics import sample_total, scrape
 from stream.object_store import LocalObjectStore
 from stream.producer import produce, replay_events
 from stream.topics import create_topics
@@ -33,6 +34,21 @@ pytestmark = pytest.mark.e2e
 
 OUTAGE_S = 8.0
 DAY = 86_400
+BATCH = 50
+
+
+def wait_until_scored(services: LocalServices, count: int, timeout_s: float) -> int:
+    """Poll worker 0's decision counter until it reaches ``count``; returns the last value read."""
+    deadline = time.monotonic() + timeout_s
+    scored = 0
+    while scored < count and time.monotonic() < deadline:
+        services.check_alive()
+        try:
+            scored = int(sample_total(scrape(services.worker_port(0), timeout_s=2.0), "riskstream_decisions_total"))
+        except OSError:  # not listening yet
+            pass
+        time.sleep(0.05)
+    return scored
 
 
 def test_every_transaction_is_decided_once_across_a_broker_restart(
@@ -45,15 +61,15 @@ def test_every_transaction_is_decided_once_across_a_broker_restart(
     port = free_port()
     with LocalObjectStore() as store:
         broker = EmbeddedBroker(port, store=store).start()
-        overrides = service_overrides("outage", broker_url=broker.url)
+        overrides = service_overrides("outage", broker_url=broker.url, batch_size=BATCH)
         try:
             with LocalServices(overrides, tmp_path / "logs") as services:
                 settings = services.settings
                 create_topics(settings)
                 produce(replay_events(before, settings, None), settings, progress=False)
-                assert services.wait_for_decisions(1, timeout_s=180) >= 1
-
+                scored_at_stop = wait_until_scored(services, 2 * BATCH, timeout_s=180)
                 broker.stop()
+                assert 2 * BATCH <= scored_at_stop < len(before), "the broker was to stop while the worker was still scoring"
                 time.sleep(OUTAGE_S)
                 services.check_alive()
                 broker = EmbeddedBroker(port, store=store).start()
