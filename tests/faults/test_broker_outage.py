@@ -2,15 +2,17 @@
 
 The embedded broker keeps its data in a local S3 server (stream.object_store) that stays up while the broker
 process is stopped, as a Kafka broker keeps its disk: it comes back with its topics, messages and committed
-offsets. The broker is stopped while the worker is still scoring the first two days (in batches of 50, so
-that it is: decisions in flight, offsets not all committed), stays down for a few seconds and comes back
-on the same port; then four more days are produced. Nobody touches the worker or the audit writer: they must reconnect by
-themselves, the worker go on from its committed offsets (at least once: some transactions are scored
-again) and the audit store keep one decision per transaction.
+offsets. Two days of transactions are produced; once the worker has scored its first two batches (of 50)
+the broker is stopped, stays down for a few seconds and comes back on the same port; then four more days
+are produced. So the outage hits the worker (decisions in flight, offsets not all committed) and the audit
+writer mid-stream. Nobody touches them: they must reconnect by themselves, the worker go on from its
+committed offsets (at least once: some transactions are scored again) and the audit store keep one
+decision per transaction.
 
-Twice as many transactions follow the restart as precede it, so a broker that came back empty would fail
-here: the worker would carry its positions onto the re-created partitions and skip that many new messages
-(measured on the memory-only broker). The 30-second outage is ``bench/broker_outage.py``.
+A broker that came back empty fails this (measured on the memory-only broker: nothing produced after the
+restart was scored). The producer does not send during the outage: on this broker a producer retrying
+through it lost a few acknowledged messages in some runs (README, "The embedded broker"), a loss on the
+way in that no consumer can make good. The 30-second outage is ``bench/broker_outage.py``.
 """
 
 from __future__ import annotations
@@ -55,9 +57,8 @@ def test_every_transaction_is_decided_once_across_a_broker_restart(
     service_overrides: Callable[..., dict], small_frame: pd.DataFrame, tmp_path: Path
 ) -> None:
     start = small_frame["time"].min()
-    before = small_frame[small_frame["time"] < start + 2 * DAY]
-    after = small_frame[(small_frame["time"] >= start + 2 * DAY) & (small_frame["time"] < start + 6 * DAY)]
-    total = len(before) + len(after)
+    transactions = small_frame[small_frame["time"] < start + 6 * DAY]
+    before, after = transactions[transactions["time"] < start + 2 * DAY], transactions[transactions["time"] >= start + 2 * DAY]
     port = free_port()
     with LocalObjectStore() as store:
         broker = EmbeddedBroker(port, store=store).start()
@@ -66,22 +67,23 @@ def test_every_transaction_is_decided_once_across_a_broker_restart(
             with LocalServices(overrides, tmp_path / "logs") as services:
                 settings = services.settings
                 create_topics(settings)
+                services.wait_until_ready(timeout_s=180)
                 produce(replay_events(before, settings, None), settings, progress=False)
                 scored_at_stop = wait_until_scored(services, 2 * BATCH, timeout_s=180)
                 broker.stop()
-                assert 2 * BATCH <= scored_at_stop < len(before), "the broker was to stop while the worker was still scoring"
                 time.sleep(OUTAGE_S)
                 services.check_alive()
                 broker = EmbeddedBroker(port, store=store).start()
                 produce(replay_events(after, settings, None), settings, progress=False)
-                assert services.wait_for_decisions(total, timeout_s=180) == total
+                assert services.wait_for_decisions(len(transactions), timeout_s=180) == len(transactions)
                 time.sleep(3)  # a late second copy would show by now
                 services.check_alive()
                 stored = services.decisions_stored()
         finally:
             broker.stop()
 
+    assert 2 * BATCH <= scored_at_stop < len(before), "the broker was to stop while transactions were still being scored"
     per_tx = query(overrides["audit_dir"], "SELECT tx_id, count(*) AS n FROM decisions GROUP BY tx_id").to_pandas()
-    assert stored == total == len(per_tx)
+    assert stored == len(transactions) == len(per_tx)
     assert (per_tx["n"] == 1).all()
-    assert set(per_tx["tx_id"]) == set(before["tx_id"].astype(str)) | set(after["tx_id"].astype(str))
+    assert set(per_tx["tx_id"]) == set(transactions["tx_id"].astype(str))
