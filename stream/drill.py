@@ -45,7 +45,7 @@ def local_overrides(broker_url: str, root: Path, app_id: str, partitions: int = 
     so that a crashed worker's partitions move within seconds, the demo card-token key."""
     # The embedded broker reports a partition's end offset as its last batch's first offset + 1, while a fetch
     # returns the whole batch: a worker can hold a table offset past that "end", which Faust's check takes
-    # for lost data and stops the worker. Recovery itself reads whole batches, so state is complete.
+    # for lost data and stops the worker. Recovery itself applies all it reads (stream/recovery.py).
     return isolated_overrides(app_id, broker_url, root, partitions=partitions, model_registry=root / "models",
                               recovery_consistency_check=False)
 

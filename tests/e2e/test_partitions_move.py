@@ -63,17 +63,12 @@ def run(broker: EmbeddedBroker, root: Path, name: str, frame: pd.DataFrame, arti
 
 
 def assert_exact(check: RunCheck, same_scores: bool = False) -> None:
-    """One decision per transaction and alerts neither lost nor invented, always; card state and card features
-    (and scores, when asked) equal to the uninterrupted run's, or an expected failure on the embedded broker.
-
-    The embedded broker reports a changelog's end offset as its last batch's first offset + 1, so Faust's recovery
-    can stop short of a moved partition's last records (README, "The embedded broker"); on Kafka these must hold.
-    """
+    """One decision per transaction, alerts neither lost nor invented, card state and card features (and scores,
+    when asked) equal to the uninterrupted run's."""
     assert check.decisions == check.transactions and not check.missing and not check.doubled, check
     assert check.alerts > 0 and not check.alerts_missing and not check.alerts_unknown, check
-    assert check.cards > 0
-    if check.cards_differing or check.card_features_differing or (same_scores and check.scores_differing):
-        pytest.xfail(f"state after moved partitions differs on the embedded broker: {check}")
+    assert check.cards > 0 and not check.cards_differing and not check.card_features_differing, check
+    assert not same_scores or not check.scores_differing, check
 
 
 def test_workers_share_partitions_and_rebalance_under_load_exactly(broker, tmp_path, frame, artifact, uninterrupted) -> None:
