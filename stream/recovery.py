@@ -5,7 +5,7 @@ recovery starts, then hands the partition to the agents; records it reads past t
 (of ``recovery_buffer_size``, 1,000) that is applied only at the next rebalance. On a broker whose listed
 end offset lags the log (the embedded one lists the last batch's first offset + 1, README "The embedded
 broker"), a moved partition then came back without the last records of its last batch: the cards they held
-lost their latest transactions for good. Every fetch response also carries the partition's high watermark,
+lost their latest transactions, for good unless those were delivered again. Every fetch response also carries the partition's high watermark,
 so recovery here waits for the higher of the two ends: every record read is applied before the agents run.
 On a broker that lists the true end the two agree and nothing changes.
 """
