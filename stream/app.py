@@ -28,6 +28,7 @@ from stream.fetching import FetchWaitApp
 from stream.logs import keep_payloads_out_of_logs
 from stream.pipeline import Reject, ScoredBatch, Scorer, apply_card_stage, apply_terminal_stage, decode_valid, terminal_event
 from stream.probes import add_probes
+from stream.recovery import FetchedEndTableManager
 from stream.rollout import Pointers, add_shadow_scores, read_pointers
 from stream.security import faust_credentials
 from stream.privacy import Tokenizer, load_tokenizer
@@ -166,6 +167,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_session_timeout=settings.session_timeout_s,
         broker_rebalance_timeout=settings.rebalance_timeout_s,
         recovery_consistency_check=settings.recovery_consistency_check,
+        TableManager=FetchedEndTableManager,  # recovery applies every changelog record it reads (stream/recovery.py)
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
         web_port=settings.web_port,
         # Without a linger every message is its own produce request, which caps a worker at a few hundred

@@ -45,7 +45,7 @@ def local_overrides(broker_url: str, root: Path, app_id: str, partitions: int = 
     so that a crashed worker's partitions move within seconds, the demo card-token key."""
     # The embedded broker reports a partition's end offset as its last batch's first offset + 1, while a fetch
     # returns the whole batch: a worker can hold a table offset past that "end", which Faust's check takes
-    # for lost data and stops the worker. Recovery itself reads whole batches, so state is complete.
+    # for lost data and stops the worker. Recovery itself applies all it reads (stream/recovery.py).
     return isolated_overrides(app_id, broker_url, root, partitions=partitions, model_registry=root / "models",
                               recovery_consistency_check=False)
 
@@ -112,6 +112,8 @@ class Reference:
 
 #: Columns of the card features: they depend only on the card's own events, in its partition's order.
 CARD_COLUMNS = np.array([name.startswith("card_") for name in FEATURE_NAMES])
+#: Columns of the terminal features: they read only transactions older than the label delay (see :func:`replay`).
+TERMINAL_COLUMNS = np.array([name.startswith("terminal_") for name in FEATURE_NAMES])
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,8 @@ class RunCheck:
     scores_differing: int  #: decisions whose score is more than 1e-6 from the uninterrupted one
     score_gap: float  #: largest |stored score - uninterrupted score|
     card_features_differing: int  #: decisions whose card features differ from the uninterrupted ones
+    terminal_features_differing: int  #: decisions whose terminal features differ (partitions far apart in event time)
+    scores_unexplained: int  #: decisions whose score differs by more than 1e-6 although every feature is equal
     alerts: int  #: alerts in the audit store
     alert_messages: int  #: messages on the alerts topic
     alerts_missing: int  #: stored alerts whose tx_id is no key on the alerts topic
@@ -173,6 +177,8 @@ def check_run(settings: Settings, reference: Reference) -> RunCheck:
         scores_differing=int((gaps > 1e-6).sum()),
         score_gap=float(gaps.max()) if len(gaps) else float("nan"),
         card_features_differing=int((live[:, CARD_COLUMNS] != offline[:, CARD_COLUMNS]).any(axis=1).sum()),
+        terminal_features_differing=int((live[:, TERMINAL_COLUMNS] != offline[:, TERMINAL_COLUMNS]).any(axis=1).sum()),
+        scores_unexplained=int(((gaps.to_numpy() > 1e-6) & (live == offline).all(axis=1)).sum()),
         alerts=len(flagged),
         alert_messages=len(alert_messages),
         alerts_missing=len(flagged - alert_keys),
@@ -214,6 +220,7 @@ def replay(services: LocalServices, frame: pd.DataFrame, steps: Sequence[Step] =
 
 __all__ = [
     "CARD_COLUMNS",
+    "TERMINAL_COLUMNS",
     "Reference",
     "RunCheck",
     "Step",

@@ -62,18 +62,18 @@ def run(broker: EmbeddedBroker, root: Path, name: str, frame: pd.DataFrame, arti
         return check_run(services.settings, uninterrupted)
 
 
-def assert_exact(check: RunCheck, same_scores: bool = False) -> None:
-    """One decision per transaction and alerts neither lost nor invented, always; card state and card features
-    (and scores, when asked) equal to the uninterrupted run's, or an expected failure on the embedded broker.
+def assert_exact(check: RunCheck) -> None:
+    """One decision per transaction, alerts neither lost nor invented, card state and card features equal to the
+    uninterrupted run's, and its score wherever the features are equal (float32 inference: BLAS order varies with
+    the batch size, hence 1e-6).
 
-    The embedded broker reports a changelog's end offset as its last batch's first offset + 1, so Faust's recovery
-    can stop short of a moved partition's last records (README, "The embedded broker"); on Kafka these must hold.
+    Terminal features may differ: they read only transactions older than the label delay (7 days), which is 20 s
+    of this paced replay, and a worker that lags behind on busy cores lets card partitions drift further apart.
     """
     assert check.decisions == check.transactions and not check.missing and not check.doubled, check
     assert check.alerts > 0 and not check.alerts_missing and not check.alerts_unknown, check
-    assert check.cards > 0
-    if check.cards_differing or check.card_features_differing or (same_scores and check.scores_differing):
-        pytest.xfail(f"state after moved partitions differs on the embedded broker: {check}")
+    assert check.cards > 0 and not check.cards_differing and not check.card_features_differing, check
+    assert not check.scores_unexplained, check
 
 
 def test_workers_share_partitions_and_rebalance_under_load_exactly(broker, tmp_path, frame, artifact, uninterrupted) -> None:
@@ -92,9 +92,7 @@ def test_workers_share_partitions_and_rebalance_under_load_exactly(broker, tmp_p
     check = run(broker, tmp_path, "rebalance", frame, artifact, uninterrupted,
                 steps=[(0.25, record_shares), (0.3, add), (0.6, remove)])
     assert all(share > 0 for share in shares), shares  # both workers scored before the rebalances
-    # rebalances pause every partition alike, so the paced replay keeps them within the label delay: same scores
-    assert_exact(check, same_scores=True)
-    assert check.score_gap <= 1e-6, check  # float32 inference: BLAS order varies with the batch size
+    assert_exact(check)
 
 
 def test_worker_killed_mid_replay_and_restarted(broker, tmp_path, frame, artifact, uninterrupted) -> None:
