@@ -53,7 +53,7 @@ class Repeated:
 # NaN, infinities, negative and huge amounts, unknown currencies and channels
 HOSTILE_IDS = st.builds(Repeated, st.characters(), st.sampled_from([0, 129, 1_000_000]))
 HOSTILE_TIMES = st.one_of(LONG, st.sampled_from([0, -1, NOW_MS + 10**10]))
-HOSTILE_AMOUNTS = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([-1.0, 1e9 + 1, 1e308]))
+HOSTILE_AMOUNTS = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([-1.0, 1e9 + 1, 1e308, math.nan, math.inf, -math.inf]))
 HOSTILE_CURRENCIES = st.text(max_size=4)
 
 
