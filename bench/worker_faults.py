@@ -67,12 +67,13 @@ def main() -> None:
 
     print()
     print("| fault | transactions | decisions | missing | doubled | decision messages | alerts | alert messages | "
-          "alerts lost | alerts unknown | card states differing | card features differing | scores differing | exact |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "alerts lost | alerts unknown | card states differing | card features differing | terminal features differing | "
+          "scores differing | scores differing with equal features | exact |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     print(f"| {args.fault} | {check.transactions:,} | {check.decisions:,} | {check.missing} | {check.doubled} | "
           f"{check.decision_messages:,} | {check.alerts} | {check.alert_messages} | {check.alerts_missing} | "
           f"{check.alerts_unknown} | {check.cards_differing} of {check.cards:,} | {check.card_features_differing} | "
-          f"{check.scores_differing} | {check.exact} |")
+          f"{check.terminal_features_differing:,} | {check.scores_differing:,} | {check.scores_unexplained} | {check.exact} |")
     print(f"ratio: decisions per transaction {check.decisions / check.transactions:.4f}, decision messages per transaction "
           f"{check.decision_messages / check.transactions:.3f} (re-sends absorbed by the store), "
           f"{check.events_per_s:,.0f} events/s from the first to the last decision, {wall:.0f} s in all")

@@ -137,9 +137,10 @@ class DeepLift:
             reference = next(references)
             out = step(h)
             delta_in = h[:, None, :] - reference.inputs
+            multiplier = out[:, None, :] - reference.outputs
             with np.errstate(divide="ignore", invalid="ignore"):
-                multiplier = (out[:, None, :] - reference.outputs) / delta_in
-            np.copyto(multiplier, reference.slopes, where=np.abs(delta_in) < SLOPE_EPSILON)
+                np.divide(multiplier, delta_in, out=multiplier)  # in place: fewer (N, B, H) arrays to allocate
+            np.copyto(multiplier, reference.slopes, where=np.abs(delta_in, out=delta_in) < SLOPE_EPSILON)
             multipliers.append(multiplier)
             h = out
         pairs = len(inputs) * len(self._rows)
