@@ -167,7 +167,9 @@ def create_app(settings: Settings) -> faust.App:
         broker_session_timeout=settings.session_timeout_s,
         broker_rebalance_timeout=settings.rebalance_timeout_s,
         recovery_consistency_check=settings.recovery_consistency_check,
-        TableManager=FetchedEndTableManager,  # recovery applies every changelog record it reads (stream/recovery.py)
+        # Opt-in: recovery that applies every changelog record it reads (stream/recovery.py); suspected of a loss
+        # under rebalance (BENCHMARKS.md, "A loss seen once"), so Faust's own recovery is the default.
+        **({"TableManager": FetchedEndTableManager} if settings.recovery_fetched_end else {}),
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
         web_port=settings.web_port,
         # Without a linger every message is its own produce request, which caps a worker at a few hundred

@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(10.0, gt=0.0, description="RISKSTREAM_SESSION_TIMEOUT_S: consumer session timeout")
     rebalance_timeout_s: float = Field(10.0, gt=0.0, description="RISKSTREAM_REBALANCE_TIMEOUT_S: consumer group rebalance timeout")
     recovery_consistency_check: bool = Field(True, description="RISKSTREAM_RECOVERY_CONSISTENCY_CHECK: stop a worker whose table offset is past a changelog's end offset; off only on the embedded broker, whose end offsets lag (README)")
+    recovery_fetched_end: bool = Field(False, description="RISKSTREAM_RECOVERY_FETCHED_END: table recovery also waits for the end offset fetches report (stream/recovery.py); off by default while a rebalance loss is investigated (BENCHMARKS.md)")
     # Kafka connection security (stream/security.py turns these into client options)
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field("PLAINTEXT", description="RISKSTREAM_SECURITY_PROTOCOL: PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or SASL_SSL (SASL over TLS)")
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field("PLAIN", description="RISKSTREAM_SASL_MECHANISM: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
