@@ -168,7 +168,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_rebalance_timeout=settings.rebalance_timeout_s,
         recovery_consistency_check=settings.recovery_consistency_check,
         # Opt-in: recovery that applies every changelog record it reads (stream/recovery.py); suspected of a loss
-        # under rebalance (BENCHMARKS.md, "A loss seen once"), so Faust's own recovery is the default.
+        # under rebalance (BENCHMARKS.md, "A loss under rebalance"), so Faust's own recovery is the default.
         **({"TableManager": FetchedEndTableManager} if settings.recovery_fetched_end else {}),
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
         web_port=settings.web_port,
