@@ -24,7 +24,7 @@ from models.network import ModelArtifact, ModelInputs
 from models.registry import load_artifact
 from stream import metrics
 from stream.codec import AvroCodec, register_faust_codecs
-from stream.fetching import FetchWaitApp
+from stream.consumer import WorkerApp
 from stream.logs import keep_payloads_out_of_logs
 from stream.pipeline import Reject, ScoredBatch, Scorer, apply_card_stage, apply_terminal_stage, decode_valid, terminal_event
 from stream.probes import add_probes
@@ -154,7 +154,7 @@ def create_app(settings: Settings) -> faust.App:
     Refuses (ConfigurationError) when there is no key for card tokens outside demo mode.
     """
     tokenize = load_tokenizer(settings)
-    app = FetchWaitApp(
+    app = WorkerApp(
         settings.app_id,
         fetch_wait_s=settings.fetch_wait_s,
         broker=settings.broker_url,
@@ -167,9 +167,8 @@ def create_app(settings: Settings) -> faust.App:
         broker_session_timeout=settings.session_timeout_s,
         broker_rebalance_timeout=settings.rebalance_timeout_s,
         recovery_consistency_check=settings.recovery_consistency_check,
-        # Opt-in: recovery that applies every changelog record it reads (stream/recovery.py); suspected of a loss
-        # under rebalance (BENCHMARKS.md, "A loss under rebalance"), so Faust's own recovery is the default.
-        **({"TableManager": FetchedEndTableManager} if settings.recovery_fetched_end else {}),
+        # Recovery that applies every changelog record it reads, whatever end offset the broker lists (stream/recovery.py).
+        TableManager=FetchedEndTableManager,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
         web_port=settings.web_port,
         # Without a linger every message is its own produce request, which caps a worker at a few hundred
