@@ -75,8 +75,11 @@ def test_card_behaviour_features_equal_their_pandas_definitions(small_frame: pd.
 
 @pytest.mark.skipif(not HANDBOOK.exists(), reason="the handbook data set is not beside this checkout")
 def test_replayed_features_equal_the_handbook_definitions_on_its_data() -> None:
+    """38 days (the longest window and the label delay, with room) of a fifth of the cards, about 70,000
+    transactions: every window fills up, in a fifth of the time all cards would take."""
     frame = load_transactions(HANDBOOK)
-    frame = frame[frame["time"] < frame["time"].min() + 38 * 86_400].reset_index(drop=True)
+    cards = frame["card_id"].drop_duplicates().sample(frac=0.2, random_state=0)
+    frame = frame[(frame["time"] < frame["time"].min() + 38 * 86_400) & frame["card_id"].isin(cards)].reset_index(drop=True)
     features = replay_features(frame).features
     for name, expected in (handbook_features(frame) | behaviour_features(frame)).items():
         np.testing.assert_allclose(features[:, FEATURE_NAMES.index(name)], expected, rtol=0, atol=1e-9, err_msg=name)
