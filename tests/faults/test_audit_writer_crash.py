@@ -45,11 +45,14 @@ def decision(number: int) -> dict:
     }
 
 
-def stream_decisions(services: LocalServices, done: threading.Event) -> None:
-    """Send the decisions a chunk at a time for as long as the test kills writers; every 10th chunk goes twice."""
+def stream_decisions(services: LocalServices, killed: threading.Event, done: threading.Event) -> None:
+    """Send the decisions a chunk at a time; every 10th chunk goes twice. The last two chunks wait until the
+    test has killed the writer twice, so that the kills fall before the end on a slow machine too."""
     codec = AvroCodec("Decision")
     settings = services.settings
     for start in range(0, DECISIONS, CHUNK):
+        if start >= DECISIONS - 2 * CHUNK:
+            killed.wait(timeout=240)
         chunk = [codec.encode(decision(number)) for number in range(start, start + CHUNK)]
         send_raw(settings, settings.decisions_topic, chunk + (chunk[: CHUNK // 2] if start // CHUNK % 10 == 3 else []))
         time.sleep(PAUSE_S)
@@ -62,8 +65,8 @@ def test_a_killed_audit_writer_loses_and_doubles_nothing(broker: EmbeddedBroker,
     kills = []
     with LocalServices(overrides, tmp_path / "logs", workers=0) as services:
         create_topics(services.settings)
-        done = threading.Event()
-        producer = threading.Thread(target=stream_decisions, args=(services, done), daemon=True)
+        killed, done = threading.Event(), threading.Event()
+        producer = threading.Thread(target=stream_decisions, args=(services, killed, done), daemon=True)
         producer.start()
         for _ in range(2):  # twice: once early, once after a restart and rejoin
             seen = services.decisions_stored()
@@ -75,6 +78,7 @@ def test_a_killed_audit_writer_loses_and_doubles_nothing(broker: EmbeddedBroker,
             services.kill_writer()
             kills.append(services.decisions_stored())
             services.start_writer()
+        killed.set()
         producer.join(timeout=120)
         services.wait_for_decisions(DECISIONS, timeout_s=240)
         time.sleep(3)  # a late second copy would be visible by now
