@@ -1,6 +1,6 @@
 """What explaining alerts costs: per alert, in batches and alone, and in scoring throughput at a 1% alert rate.
 
-    python bench/explain.py [--repeats 15] [--passes 9]
+    python bench/explain.py [--repeats 15] [--passes 9] [--background 16]
 
 Runs on one torch thread, as the worker does. The model is the serving architecture (the behaviour model with
 the training defaults: a GRU summary of each card's recent sequence and an MLP head) with untrained weights: the
@@ -59,16 +59,16 @@ def artifact_and_rows() -> tuple[ModelArtifact, ModelInputs]:
     return artifact, features
 
 
-def per_alert_costs(artifact: ModelArtifact, features: ModelInputs, repeats: int) -> tuple[float, float]:
+def per_alert_costs(artifact: ModelArtifact, features: ModelInputs, repeats: int, background: int) -> tuple[float, float]:
     """(ms per alert in batches of 64, ms for one alert) of the serving explainer."""
     inputs, data = artifact.head_inputs(features[:64]), features.features[:64]
-    explainer = Explainer.for_artifact(artifact)
+    explainer = Explainer.for_artifact(artifact, background_size=background)
     batch = median_ms(lambda: explainer.explain(inputs, data), repeats) / len(inputs)
     single = median_ms(lambda: explainer.explain(inputs[:1], data[:1]), repeats * 4)
     return batch, single
 
 
-def throughput(artifact: ModelArtifact, features: ModelInputs, passes: int, batch: int = 500) -> tuple[dict[str, dict[str, float]], float]:
+def throughput(artifact: ModelArtifact, features: ModelInputs, passes: int, background: int, batch: int = 500) -> tuple[dict[str, dict[str, float]], float]:
     """Per clock and scorer, transactions/s over all the batches; the alert rate in %.
 
     Each pass scores every batch with and without explanations, alternately, so the two share the machine's
@@ -82,9 +82,10 @@ def throughput(artifact: ModelArtifact, features: ModelInputs, passes: int, batc
         {"tx_id": str(index), "event_time": 0, "card_id": "c", "terminal_id": "t", "amount": float(row[0])}
         for index, row in enumerate(rows.features)
     ]
+    explainer = Explainer.for_artifact(artifact, background_size=background)
     scorers = {
-        "with": Scorer(artifact, Explainer.for_artifact(artifact), threshold=threshold, tokenize=Tokenizer(DEMO_KEY)),
-        "without": UnexplainedScorer(artifact, Explainer.for_artifact(artifact), threshold=threshold, tokenize=Tokenizer(DEMO_KEY)),
+        "with": Scorer(artifact, explainer, threshold=threshold, tokenize=Tokenizer(DEMO_KEY)),
+        "without": UnexplainedScorer(artifact, explainer, threshold=threshold, tokenize=Tokenizer(DEMO_KEY)),
     }
     clocks = {"wall clock": time.perf_counter, "thread CPU time": time.thread_time}
     starts = range(0, len(rows), batch)
@@ -110,17 +111,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15, help="timed calls for the per-alert costs")
     parser.add_argument("--passes", type=int, default=9, help="passes over the rows for the throughputs")
+    parser.add_argument("--background", type=int, default=DEFAULT_SIZE, help="weighted background rows (the serving default)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     threadpool_limits(1, user_api="blas")
     artifact, features = artifact_and_rows()
     config = TrainConfig()
     print(f"model: GRU summary ({config.summary_size}) + MLP {len(artifact.input_names)} -> {config.hidden} -> 1, "
-          f"background {DEFAULT_SIZE} weighted rows, {len(features):,} simulated rows, {args.repeats} repeats, 1 torch thread")
+          f"background {args.background} weighted rows, {len(features):,} simulated rows, {args.repeats} repeats, 1 torch thread")
     print(f"{'case':<45} {'ms/alert, batch 64':>20} {'ms, single alert':>18}")
-    batch, single = per_alert_costs(artifact, features, args.repeats)
+    batch, single = per_alert_costs(artifact, features, args.repeats, args.background)
     print(f"{'head over features + sequence summary group':<45} {batch:>20.3f} {single:>18.3f}")
-    rates, alert_rate = throughput(artifact, features, args.passes)
+    rates, alert_rate = throughput(artifact, features, args.passes, args.background)
     print(f"{f'scoring throughput, batches of 500, {alert_rate}% alerts':<45} {'with explanations':>20} {'without':>18}")
     for clock, rate in rates.items():
         print(f"{f'  transactions/s, {clock}':<45} {rate['with']:>20,.0f} {rate['without']:>18,.0f}")

@@ -13,10 +13,10 @@ import numpy as np
 from explain.deeplift import Background
 from explain.exceptions import ExplainError
 
-DEFAULT_SIZE = 16
+DEFAULT_SIZE = 8
 """Weighted rows kept: an explanation's cost grows linearly with the background's size. Against the whole
-200-row sample, 16 centres keep every top reason and 99 % of the top fives at a twentieth of the cost, and 32
-only add 0.3 % of overlap for twice the cost (``bench/explain_background.py``)."""
+200-row sample, 8 centres keep every top reason and 99 % of the top fives, as 16 do, and keep scoring with
+explanations within 10 % of scoring without (``bench/explain_background.py``, ``bench/explain.py``)."""
 
 
 def summarise(rows: np.ndarray, size: int = DEFAULT_SIZE) -> Background:

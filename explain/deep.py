@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 from torch import nn
 
-from explain.background import summarise
+from explain.background import DEFAULT_SIZE, summarise
 from explain.deeplift import Background, DeepLift
 from explain.exceptions import ExplainError
 from explain.explanation import DEFAULT_TOLERANCE, Explanation, reason_label
@@ -118,12 +118,14 @@ class Explainer:
         artifact: ExplainableArtifact,
         tolerance: float = DEFAULT_TOLERANCE,
         reason_templates: Mapping[str, str] | None = None,
+        background_size: int = DEFAULT_SIZE,
     ) -> Explainer:
         """An explainer of the artifact's head, its inputs grouped as the artifact says.
 
-        The background transactions chosen at training time are turned into head inputs, then summarised.
+        The background transactions chosen at training time are turned into head inputs, then summarised in
+        ``background_size`` weighted rows.
         """
-        background = summarise(artifact.head_inputs(artifact.background))
+        background = summarise(artifact.head_inputs(artifact.background), background_size)
         return cls(artifact.head, background, artifact.input_names, artifact.input_groups, reason_templates, tolerance)
 
     @property
