@@ -35,12 +35,12 @@ from stream.pipeline import Scorer  # noqa: E402
 from stream.privacy import DEMO_KEY, Tokenizer  # noqa: E402
 from timing import median_ms  # noqa: E402
 
+
 class UnexplainedScorer(Scorer):
     """The same scoring, decisions and alerts, with the explaining step skipped: the baseline."""
 
     def _explain(self, transactions, rows, features, head_inputs, logits):  # type: ignore[no-untyped-def]
         return dict.fromkeys(rows.tolist()), set()
-
 
 
 def artifact_and_rows() -> tuple[ModelArtifact, ModelInputs]:
@@ -128,6 +128,7 @@ def main() -> None:
         print(f"{f'  transactions/s, {clock}':<45} {rate['with']:>20,.0f} {rate['without']:>18,.0f}")
     print("ratio with/without explanations: "
           + ", ".join(f"{rate['with'] / rate['without']:.3f} by {clock}" for clock, rate in rates.items()) + " (target >= 0.90)")
+
 
 if __name__ == "__main__":
     main()

@@ -75,8 +75,8 @@ def test_card_behaviour_features_equal_their_pandas_definitions(small_frame: pd.
 
 @pytest.mark.skipif(not HANDBOOK.exists(), reason="the handbook data set is not beside this checkout")
 def test_replayed_features_equal_the_handbook_definitions_on_its_data() -> None:
-    """38 days (the longest window and the label delay, with room) of a fifth of the cards, about 70,000
-    transactions: every window fills up, in a fifth of the time all cards would take."""
+    """38 days (the longest window and the label delay, with room) of a fifth of the cards, 73,209
+    transactions: every window fills up, in about a third of the time all cards take (25 s against 69 s)."""
     frame = load_transactions(HANDBOOK)
     cards = frame["card_id"].drop_duplicates().sample(frac=0.2, random_state=0)
     frame = frame[(frame["time"] < frame["time"].min() + 38 * 86_400) & frame["card_id"].isin(cards)].reset_index(drop=True)
