@@ -15,6 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -58,6 +59,10 @@ def _first_copies(batch: pa.Table, key: tuple[str, ...]) -> pa.Table:
     if len(first) < batch.num_rows:
         batch = batch.filter(pc.is_in(batch.column("ord"), first))
     return batch.drop_columns(["ord"])
+
+
+def _no_rows() -> dict[str, list[pa.Table]]:
+    return {table: [] for table in TABLES}
 
 
 # Small tables: the primary key ignores a key already stored.
@@ -147,6 +152,11 @@ class AuditStore:
     export_interval_s:
         Freshness bound for readers: a flush exports when this long has passed since the last export
         (0: every flush).
+    export_in_background:
+        A flush only starts its export, on a thread of its own: the long-running writer then decodes and
+        inserts the next rows while DuckDB writes the segments (bench/audit_writer.py). A flush that finds an
+        export still running leaves the next one for a later flush; ``export``, ``prune`` and ``close`` wait
+        for it. Off, a flush returns once its export is written (``exported_rows``).
     segment_rows, segment_open_s:
         A segment file is rewritten by each export until it holds this many rows or has been open this long:
         a query over a few large files is several times faster than over hundreds of small ones
@@ -165,14 +175,22 @@ class AuditStore:
         export_interval_s: float = 10.0,
         segment_rows: int = 250_000,
         segment_open_s: float = 86_400.0,
+        export_in_background: bool = False,
     ) -> None:
         if export_interval_s < 0:
             raise ValueError(f"export_interval_s must be >= 0, got {export_interval_s}")
         self.root = Path(root).absolute()
         self.export_interval_s = export_interval_s
         self._mutex = threading.Lock()
-        self._pending: dict[str, list[pa.Table]] = {table: [] for table in TABLES}
+        self._pending = _no_rows()
+        self._ord = 0  # the next buffered row's place: the first copy of a key wins
         self._con: duckdb.DuckDBPyConnection | None = None
+        self._export_con: duckdb.DuckDBPyConnection | None = None
+        self._flusher = ThreadPoolExecutor(1, thread_name_prefix="audit-flush")
+        self._flushing: tuple[Future[FlushResult], dict[str, list[pa.Table]]] | None = None  # and its rows
+        self._exporter = ThreadPoolExecutor(1, thread_name_prefix="audit-export") if export_in_background else None
+        self._exporting: Future[int] | None = None
+        self._export_mutex = threading.Lock()
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock_fd = _lock(self.root / _LOCK_FILE)
         try:
@@ -180,8 +198,9 @@ class AuditStore:
             for table in (*TABLES, DECISION_KEYS):
                 self._con.execute(create_table_sql(table))
             upgraded = self._add_columns()
+            self._export_con = self._con.cursor()  # the export's own connection: it may run beside an insert
             self._segments = {
-                table: Segments(self._con, self.root / SEGMENTS_DIR / table, table, segment_rows, segment_open_s)
+                table: Segments(self._export_con, self.root / SEGMENTS_DIR / table, table, segment_rows, segment_open_s)
                 for table in TABLES
             }
             exported = [segments.open() for segments in self._segments.values()]
@@ -246,20 +265,37 @@ class AuditStore:
         inserted, the rows stay buffered, and AuditError is raised. An export failure after the commit is logged
         and retried at the next flush: it delays readers but loses nothing.
         """
+        return self.flush_in_background().result()
+
+    def flush_in_background(self) -> Future[FlushResult]:
+        """Start :meth:`flush` on the store's flush thread and return at once: the writer decodes its next poll
+        while DuckDB inserts this one (DuckDB and polars let go of the GIL). Rows added from now on belong to
+        the next flush, which first waits for this one, so flushes keep their order. The rows are durable once
+        the future has its result; should it fail, they are buffered again, ahead of the rows added since.
+        """
         with self._mutex:
-            counts = self._insert_pending()
-            exported = 0
-            if time.monotonic() - self._last_export >= self.export_interval_s:
-                try:
-                    exported = self._export()
-                except AuditError:
-                    logger.exception("audit export failed; retrying at the next flush")
-            return FlushResult(*counts, exported_rows=exported)
+            self._writer()
+            self._wait_for_flush()
+            pending = self._take_pending()
+            future = self._flusher.submit(self._flush_rows, pending)
+            self._flushing = (future, pending)
+            return future
+
+    def export_if_due(self) -> int:
+        """Export (or start exporting, in the background) once ``export_interval_s`` has passed since the last
+        export: a writer calls this while idle, so that its last flushed rows reach the readers too."""
+        with self._mutex:
+            self._writer()
+            if self._exporter is None:
+                self._wait_for_flush()  # an export on this thread must not run beside the flush thread's
+            return self._export_if_due()
 
     def export(self) -> int:
         """Export every committed row not yet in a segment, now; returns the number of rows exported."""
         with self._mutex:
             self._writer()
+            self._wait_for_flush()
+            self._wait_for_export()
             return self._export()
 
     def prune(self, older_than_days: float, now: datetime | None = None) -> PruneResult:
@@ -280,7 +316,10 @@ class AuditStore:
             "labels": "reported_at < $cutoff",
         }
         with self._mutex:
-            self._insert_pending()
+            self._writer()
+            self._wait_for_flush()
+            self._insert_buffered()
+            self._wait_for_export()
             self._export()
             con = self._writer()
             deleted, seqs = {}, {}
@@ -305,7 +344,9 @@ class AuditStore:
             if self._con is None:
                 return
             try:
-                self._insert_pending()
+                self._wait_for_flush()
+                self._insert_buffered()
+                self._wait_for_export()
                 self._export()
             finally:
                 self._release()
@@ -331,9 +372,40 @@ class AuditStore:
             self._append(table, batch)
 
     def _append(self, table: str, batch: pa.Table) -> None:
-        """Buffer ``batch`` with ``ord``, each row's place among the table's buffered rows (the first copy wins)."""
-        first = sum(pending.num_rows for pending in self._pending[table])
-        self._pending[table].append(batch.append_column("ord", pa.array(range(first, first + batch.num_rows), pa.int64())))
+        """Buffer ``batch`` with ``ord``, each row's place among the buffered rows (the first copy wins)."""
+        self._pending[table].append(batch.append_column("ord", pa.array(range(self._ord, self._ord + batch.num_rows), pa.int64())))
+        self._ord += batch.num_rows
+
+    def _take_pending(self) -> dict[str, list[pa.Table]]:
+        pending, self._pending = self._pending, _no_rows()
+        return pending
+
+    def _wait_for_flush(self) -> None:
+        """Let the flush in flight finish; a failed one's rows are buffered again, first (its caller has the error)."""
+        if self._flushing is None:
+            return
+        future, rows = self._flushing
+        self._flushing = None
+        if future.exception() is not None:
+            self._buffer_again(rows)
+
+    def _buffer_again(self, rows: dict[str, list[pa.Table]]) -> None:
+        for table, batches in rows.items():
+            self._pending[table][:0] = batches
+
+    def _insert_buffered(self) -> None:
+        """Insert the buffered rows now, on this thread; on failure they stay buffered."""
+        pending = self._take_pending()
+        try:
+            self._insert(pending)
+        except BaseException:
+            self._buffer_again(pending)
+            raise
+
+    def _flush_rows(self, pending: dict[str, list[pa.Table]]) -> FlushResult:
+        """One flush, on the flush thread: insert ``pending``, then export if due."""
+        counts = self._insert(pending)
+        return FlushResult(*counts, exported_rows=self._export_if_due())
 
     def _writer(self) -> duckdb.DuckDBPyConnection:
         if self._con is None:
@@ -345,6 +417,12 @@ class AuditStore:
         return int(row[0]) if row and row[0] is not None else 0
 
     def _release(self) -> None:
+        self._flusher.shutdown(wait=True)
+        if self._exporter is not None:
+            self._exporter.shutdown(wait=True)
+        if self._export_con is not None:
+            self._export_con.close()
+            self._export_con = None
         if self._con is not None:
             self._con.close()
             self._con = None
@@ -352,10 +430,10 @@ class AuditStore:
             os.close(self._lock_fd)  # closing the descriptor releases the flock
             self._lock_fd = -1
 
-    def _insert_pending(self) -> tuple[int, int, int, int]:
-        """Insert the buffers as flush number ``seq + 1``: (decisions inserted, duplicate, labels inserted, dup.)."""
+    def _insert(self, pending: dict[str, list[pa.Table]]) -> tuple[int, int, int, int]:
+        """Insert ``pending`` as flush number ``seq + 1``: (decisions inserted, duplicate, labels inserted, dup.)."""
         con = self._writer()
-        buffered = {table: sum(b.num_rows for b in batches) for table, batches in self._pending.items()}
+        buffered = {table: sum(b.num_rows for b in batches) for table, batches in pending.items()}
         if not any(buffered.values()):
             return 0, 0, 0, 0
         seq = self._seq + 1
@@ -363,7 +441,7 @@ class AuditStore:
         try:
             con.begin()
             batch_rows = {}
-            for table, batches in self._pending.items():
+            for table, batches in pending.items():
                 if batches:
                     batch = _first_copies(pa.concat_tables(batches), PRIMARY_KEYS[table])
                     con.register(f"batch_{table}", batch)
@@ -387,7 +465,6 @@ class AuditStore:
             for table in TABLES:
                 con.unregister(f"batch_{table}")
         self._seq = seq
-        self._pending = {table: [] for table in TABLES}
         return (
             inserted["decisions"],
             buffered["decisions"] - inserted["decisions"],
@@ -395,10 +472,39 @@ class AuditStore:
             buffered["labels"] - inserted["labels"],
         )
 
-    def _export(self) -> int:
-        """Export each table's rows flushed since its last export; returns the rows exported."""
+    def _export_if_due(self) -> int:
+        """Export now, or start a background export unless one runs; both the flush thread and the writer's
+        idle loop call this, hence the lock."""
+        with self._export_mutex:
+            if time.monotonic() - self._last_export < self.export_interval_s:
+                return 0
+            if self._exporter is None:
+                return self._export_logging_failure(self._seq)
+            if self._exporting is None or self._exporting.done():
+                self._exporting = self._exporter.submit(self._export_logging_failure, self._seq)
+            return 0
+
+    def _wait_for_export(self) -> None:
+        """Let a background export finish (its failure is logged; the next export retries its rows)."""
+        with self._export_mutex:
+            if self._exporting is not None:
+                self._exporting.result()
+                self._exporting = None
+
+    def _export_logging_failure(self, last_seq: int) -> int:
+        """:meth:`_export` from a flush: a failure is logged and retried by the next export; nothing is lost."""
         try:
-            total = sum(self._segments[table].export(self._seq) for table in _EXPORT_ORDER)
+            return self._export(last_seq)
+        except AuditError:
+            logger.exception("audit export failed; retrying at the next flush")
+            return 0
+
+    def _export(self, last_seq: int | None = None) -> int:
+        """Export each table's rows flushed since its last export, up to flush ``last_seq`` (default: the
+        latest); returns the rows exported."""
+        last_seq = self._seq if last_seq is None else last_seq
+        try:
+            total = sum(self._segments[table].export(last_seq) for table in _EXPORT_ORDER)
         except (duckdb.Error, OSError) as exc:
             raise AuditError(f"audit export to {self.root / SEGMENTS_DIR} failed: {exc}") from exc
         self._last_export = time.monotonic()

@@ -1,7 +1,8 @@
 """The single audit writer: decisions and feedback from Kafka into the DuckDB audit store.
 
-Exactly one runs (DuckDB allows one writing process). Offsets are committed only after the store has
-flushed, and the store ignores a second copy of a tx_id, so a crash re-delivers without doubling anything.
+Exactly one runs (DuckDB allows one writing process). A flush runs on the store's own thread while the next
+polls are decoded; each partition's offset is committed only once a flush holding its messages has stored
+them, and the store ignores a second copy of a tx_id, so a crash re-delivers without doubling anything.
 Decisions are decoded a whole poll at a time (:mod:`stream.avro_batch`); the first decision of a model
 version records that version's feature names and training-data bins from the registry, which name the
 stored features and are the baseline of the ``drift`` view. Label card ids are tokenized here (decisions
@@ -13,13 +14,16 @@ from __future__ import annotations
 import logging
 import signal
 import time
+from concurrent.futures import Future
 from types import FrameType
 
 import pyarrow.compute as pc
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.structs import OffsetAndMetadata
 
-from audit import AuditStore, InvalidRecordError
+from audit import AuditStore, FlushResult, InvalidRecordError
 from models.exceptions import ModelError
 from models.registry import manifest_of
 from stream.avro_batch import AvroBatchDecoder
@@ -48,7 +52,9 @@ class AuditWriter:
         self.rejected = 0
         self._stopping = False
         self._missing_models: dict[str, float] = {}  # version -> when the registry last failed to give it
-        self._commit_pending = False  # rows flushed whose offsets the broker did not take yet
+        self._read: dict[TopicPartition, int] = {}  # offsets past the messages buffered since the last flush
+        self._flushing: tuple[Future[FlushResult], dict[TopicPartition, int]] | None = None  # and its offsets
+        self._uncommitted: dict[TopicPartition, int] = {}  # stored, but the broker did not take the commit yet
 
     def stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
         """Finish the current batch, flush, commit and exit (also the SIGTERM/SIGINT handler)."""
@@ -70,37 +76,44 @@ class AuditWriter:
             heartbeat_interval_ms=int(settings.session_timeout_s * 1000 // 3),
             **kafka_python_options(settings),
         )
-        store = AuditStore(settings.audit_dir, export_interval_s=settings.audit_export_interval_s)
-        last_flush = last_export = last_data = time.monotonic()
+        store = AuditStore(settings.audit_dir, export_interval_s=settings.audit_export_interval_s, export_in_background=True)
+        last_flush = last_data = time.monotonic()
         last_prune = -float("inf")
         buffered = 0
         try:
             while not self._stopping:
                 polled = consumer.poll(timeout_ms=200)
-                for partition, messages in polled.items():
-                    values = [message.value for message in messages]
-                    if partition.topic == settings.decisions_topic:
-                        buffered += self.add_decisions(store, values)
-                    else:
-                        buffered += self.add_labels(store, values)
+                buffered += self.add_poll(store, polled)
                 now = time.monotonic()
                 if polled:
                     last_data = now
-                if (buffered or self._commit_pending) and (buffered >= MAX_BUFFERED or now - last_flush >= settings.audit_flush_interval_s):
-                    self._flush(store, consumer)
+                self._commit_flushed(consumer)
+                if (self._read or self._uncommitted) and (buffered >= MAX_BUFFERED or now - last_flush >= settings.audit_flush_interval_s):
+                    self._start_flush(store, consumer)
                     buffered, last_flush = 0, now
-                if now - last_export >= settings.audit_export_interval_s:
-                    store.export()  # rows flushed since the last export become visible to analysts
-                    last_export = now
+                store.export_if_due()  # rows flushed since the last export become visible to analysts
                 if settings.audit_retention_days and now - last_prune >= RETENTION_EVERY_S:
                     store.prune(settings.audit_retention_days)
                     last_prune = now
                 if max_idle_s is not None and now - last_data > max_idle_s:
                     break
-            self._flush(store, consumer)
+            self._start_flush(store, consumer)
+            self._commit_flushed(consumer, wait=True)
         finally:
             store.close()
             consumer.close(autocommit=False)
+
+    def add_poll(self, store: AuditStore, polled: dict[TopicPartition, list[ConsumerRecord]]) -> int:
+        """Buffer a poll's decisions and labels, and note the offsets the next flush may commit."""
+        buffered = 0
+        for partition, messages in polled.items():
+            values = [message.value for message in messages]
+            if partition.topic == self.settings.decisions_topic:
+                buffered += self.add_decisions(store, values)
+            else:
+                buffered += self.add_labels(store, values)
+            self._read[partition] = messages[-1].offset + 1
+        return buffered
 
     def add_decisions(self, store: AuditStore, values: list[bytes | None]) -> int:
         """Decode a poll's decisions in one go and buffer them; unreadable ones are counted and skipped."""
@@ -164,16 +177,35 @@ class AuditWriter:
             self.rejected += count
             logger.warning("audit writer skipped %d %s message(s), e.g.: %s", count, kind, error)
 
-    def _flush(self, store: AuditStore, consumer: KafkaConsumer) -> None:
-        result = store.flush()
-        try:
-            consumer.commit()
-            self._commit_pending = False
-        except KafkaError as error:
-            # The rows are stored and a second copy of one is ignored, so the offsets can wait for the broker:
-            # retried at each flush interval; should this process stop first, its successor re-reads them.
-            self._commit_pending = True
-            logger.warning("audit writer could not commit its offsets (%s); retrying at the next flush", error)
+    def _start_flush(self, store: AuditStore, consumer: KafkaConsumer) -> None:
+        """Store what was buffered since the last flush, on the store's thread; one flush runs at a time."""
+        self._commit_flushed(consumer, wait=True)
+        self._flushing = (store.flush_in_background(), self._read)
+        self._read = {}
+
+    def _commit_flushed(self, consumer: KafkaConsumer, wait: bool = False) -> None:
+        """Once the flush in flight has stored its rows, commit the offsets past them (and any not taken yet).
+
+        A failed flush raises here (AuditError) and stops the writer: its messages were never committed, so its
+        successor reads them again.
+        """
+        if self._flushing is None or not (wait or self._flushing[0].done()):
+            return
+        future, offsets = self._flushing
+        self._flushing = None
+        result = future.result()
+        self._uncommitted.update(offsets)
+        if self._uncommitted:
+            try:
+                consumer.commit({partition: OffsetAndMetadata(offset, "", -1) for partition, offset in self._uncommitted.items()})
+                self._uncommitted = {}
+            except KafkaError as error:
+                # The rows are stored and a second copy of one is ignored, so the offsets can wait for the broker:
+                # retried at each flush; should this process stop first, its successor re-reads them. A partition
+                # given to another consumer meanwhile is its business now.
+                assigned = consumer.assignment()
+                self._uncommitted = {partition: offset for partition, offset in self._uncommitted.items() if partition in assigned}
+                logger.warning("audit writer could not commit its offsets (%s); retrying at the next flush", error)
         if result.decisions_inserted or result.labels_inserted:
             logger.info(
                 "audit flush: %d decisions (%d duplicates ignored), %d labels",

@@ -140,6 +140,34 @@ def test_duplicate_tx_id_is_ignored_within_a_batch_across_batches_and_after_reop
     assert rows(root, "SELECT tx_id, count(*), max(seq) FROM reasons GROUP BY tx_id") == [("t1", 3, 1)]
 
 
+def test_rows_added_during_a_background_flush_go_to_the_next_and_the_first_copy_still_wins(root: Path) -> None:
+    with AuditStore(root, export_interval_s=0, export_in_background=True) as store:
+        store.add_decisions([decision("t1", model="first")])
+        first = store.flush_in_background()
+        store.add_decisions([decision("t1", model="replayed"), decision("t2")])  # while the first may still run
+        second = store.flush_in_background()
+        assert (first.result().decisions_inserted, second.result().decisions_inserted) == (1, 1)
+        assert second.result().decisions_duplicate == 1
+    assert rows(root, "SELECT tx_id, model_version FROM decisions ORDER BY tx_id") == [("t1", "first"), ("t2", "v1")]
+
+
+def test_a_failed_background_flush_buffers_its_rows_again_ahead_of_those_added_since(root: Path) -> None:
+    with AuditStore(root, export_interval_s=0, export_in_background=True) as store:
+        with store._con.cursor() as other:  # a real DuckDB error inside the flush: its reasons table is gone
+            other.execute("ALTER TABLE reasons RENAME TO reasons_away")
+        store.add_decisions([decision("t1", alert=True, model="first")])
+        failed = store.flush_in_background()
+        store.add_decisions([decision("t1", alert=True, model="replayed"), decision("t2")])
+        with pytest.raises(AuditError, match="stay buffered"):
+            failed.result()
+        with store._con.cursor() as other:
+            other.execute("ALTER TABLE reasons_away RENAME TO reasons")
+        retried = store.flush()
+    assert (retried.decisions_inserted, retried.decisions_duplicate) == (2, 1)
+    assert rows(root, "SELECT tx_id, model_version FROM decisions ORDER BY tx_id") == [("t1", "first"), ("t2", "v1")]
+    assert rows(root, "SELECT count(*) FROM reasons") == [(3,)]
+
+
 def test_exact_duplicate_labels_are_ignored_and_a_second_verdict_is_kept(root: Path) -> None:
     later = T0 + 2 * 86_400_000
     with AuditStore(root, export_interval_s=0) as store:

@@ -105,10 +105,11 @@ def test_a_commit_refused_while_the_broker_is_down_is_retried_not_fatal(tmp_path
         consumer.assign([TopicPartition(settings.decisions_topic, 0)])
         writer, store = AuditWriter(settings), AuditStore(settings.audit_dir)
         try:
-            writer.add_decisions(store, [message.value for messages in consumer.poll(timeout_ms=10_000).values() for message in messages])
+            assert writer.add_poll(store, consumer.poll(timeout_ms=10_000)) == 1
             private.stop()
-            writer._flush(store, consumer)
-            assert writer._commit_pending
+            writer._start_flush(store, consumer)
+            writer._commit_flushed(consumer, wait=True)
+            assert writer._uncommitted == {TopicPartition(settings.decisions_topic, 0): 1}  # kept for the next flush
             assert store.flush().decisions_inserted == 0  # the row went in with the refused flush
         finally:
             store.close()
