@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from stream.logs import keep_payloads_out_of_logs
+from stream.logs import PAYLOAD_LOGGERS, keep_payloads_out_of_logs
 from stream.settings import Settings
 
 if TYPE_CHECKING:
@@ -35,8 +35,10 @@ def main(log_level: str) -> None:
     keep_payloads_out_of_logs()
     if log_level == "warning":
         # At the interactive default, kafka-python's warnings about its own I/O loop's timing under load only
-        # clutter progress output; services run with -l info and keep them in their logs.
-        logging.getLogger("kafka").setLevel(logging.ERROR)
+        # clutter progress output; services run with -l info and keep them in their logs. Its payload loggers
+        # have their own level (INFO, above), so they are raised too, or their INFO lines would still print.
+        for name in ("kafka", *(name for name in PAYLOAD_LOGGERS if name.startswith("kafka."))):
+            logging.getLogger(name).setLevel(logging.ERROR)
 
 
 @main.command()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -9,6 +12,7 @@ from click.testing import CliRunner
 from audit import AuditStore
 from models.registry import load_artifact
 from stream.cli import main
+from stream.embedded import EmbeddedBroker
 
 
 def test_simulate_train_and_list(tmp_path: Path) -> None:
@@ -49,3 +53,13 @@ def test_audit_prune_deletes_old_rows_and_refuses_beside_a_running_writer(tmp_pa
     assert result.exit_code == 0 and "1 labels" in result.output, result.output
     result = runner.invoke(main, ["sql", "--audit-dir", str(tmp_path), "--format", "csv", "SELECT count(*) AS n FROM label_history"])
     assert result.output.splitlines() == ["n", "0"]
+
+
+def test_the_interactive_default_keeps_kafka_client_chatter_off_the_terminal(broker: EmbeddedBroker) -> None:
+    """Regression: the payload loggers' own INFO level (kept for the services' logs) let kafka-python's
+    connection lines through at the interactive default, between the demo's progress lines."""
+    env = {**os.environ, "RISKSTREAM_BROKER_URL": broker.url, "RISKSTREAM_APP_ID": "quiet", "RISKSTREAM_DEMO_MODE": "true",
+           **{f"RISKSTREAM_{name.upper()}_TOPIC": f"quiet-{name}" for name in ("transactions", "feedback", "decisions", "alerts")}}
+    run = subprocess.run([sys.executable, "-m", "stream", "create-topics"], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and "created: quiet-transactions" in run.stdout
+    assert " INFO " not in run.stderr, run.stderr
