@@ -26,14 +26,20 @@ LabelClock = Literal["received", "reported"]
 _INPUTS = """
 SELECT d.tx_id, d.event_time, d.card_id, d.model_version, d.decided_at, coalesce(d.batch_id, 0) AS batch_id, d.batch_row,
        d.score_logit, d.threshold, d.is_alert,
-       d.features, d.sequence, l.is_fraud AS label
+       d.features, d.sequence, l.is_fraud AS label{in_range}
 FROM {decisions} AS d LEFT JOIN (
     SELECT tx_id, is_fraud FROM {labels} WHERE {known}
     QUALIFY row_number() OVER (PARTITION BY tx_id ORDER BY reported_at DESC, received_at DESC, seq DESC) = 1
 ) AS l USING (tx_id)
-WHERE d.event_time >= $since AND d.event_time <= $until
+WHERE {scope}
 ORDER BY d.event_time, d.tx_id
 """
+_IN_RANGE = "d.event_time >= $since AND d.event_time <= $until"
+# A scoring batch is one model call: every decision of a batch that has one in the range (see models.rescore).
+_WHOLE_BATCHES = (
+    "(d.model_version, d.decided_at, coalesce(d.batch_id, 0)) IN (SELECT model_version, decided_at, coalesce(batch_id, 0) "
+    "FROM {decisions} WHERE event_time >= $since AND event_time <= $until)"
+)
 
 
 def stored_inputs(
@@ -42,22 +48,27 @@ def stored_inputs(
     until: datetime = datetime.max,
     labels_as_of: datetime | None = None,
     label_clock: LabelClock = "received",
+    whole_batches: bool = False,
 ) -> pa.Table:
     """Decisions with ``since <= event_time <= until`` (naive UTC), in event-time order, with their label.
 
     Columns: ``tx_id, event_time, card_id, model_version, decided_at, batch_id, score_logit, threshold, is_alert,
     features`` (in the model's feature order), ``sequence`` (float32, empty for decisions stored before it
     was kept), ``batch_id`` (0 for decisions stored without one), ``batch_row`` and ``label`` (the latest verdict known at ``labels_as_of``, NULL when none; every label when
-    ``labels_as_of`` is None).
+    ``labels_as_of`` is None). With ``whole_batches``, every decision of a scoring batch that has one in the range,
+    and ``in_range`` saying which are: a replay scores each batch whole, as the worker did.
     """
     if label_clock not in ("received", "reported"):
         raise AuditError(f"label_clock must be 'received' or 'reported', not {label_clock!r}")
     root = Path(root).absolute()
     known = "true" if labels_as_of is None else f"{label_clock}_at <= $as_of"
+    decisions = segment_scan(root, "decisions")
     sql = _INPUTS.format(
-        decisions=segment_scan(root, "decisions"),
+        decisions=decisions,
         labels=segment_scan(root, "labels"),
         known=known,
+        in_range=f", {_IN_RANGE} AS in_range" if whole_batches else "",
+        scope=_WHOLE_BATCHES.format(decisions=decisions) if whole_batches else _IN_RANGE,
     )
     parameters: dict[str, object] = {"since": since, "until": until}
     if labels_as_of is not None:

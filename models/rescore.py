@@ -72,7 +72,9 @@ def rescore(
 
     ``frame`` has ``model_version, decided_at, batch_id, batch_row, score_logit, threshold, is_alert`` per row of
     ``inputs`` (``models.challenge.StoredRows``); ``load`` gives a registry version's artifact. With its own model a
-    decision keeps its stored threshold; with another it takes that model's.
+    decision keeps its stored threshold; with another it takes that model's. When ``frame`` has ``in_range``, its
+    batches are scored whole and only the rows in range counted: a batch cut by the range would be a smaller
+    product than the worker's, rounded differently in its last bits.
     """
     report = ReplayReport(model=model or "own")
     threads = torch.get_num_threads()
@@ -91,6 +93,7 @@ def _rescore_batches(
     stored_logits = frame["score_logit"].to_numpy(dtype=np.float64)
     thresholds = frame["threshold"].to_numpy(dtype=np.float64)
     were_alerts = frame["is_alert"].to_numpy(dtype=bool)
+    counted = frame["in_range"].to_numpy(dtype=bool) if "in_range" in frame else np.ones(len(frame), dtype=bool)
     batches = frame.groupby(["model_version", "decided_at", "batch_id"], sort=False, dropna=False).indices
     positions = frame["batch_row"].to_numpy(dtype=np.float64, na_value=np.nan)
     for (version, _decided_at, _batch), rows in batches.items():
@@ -99,6 +102,9 @@ def _rescore_batches(
         if name not in artifacts:
             artifacts[name] = load(name)
         logits = artifacts[name].predict_logit(inputs[rows])
+        logits, rows = logits[counted[rows]], rows[counted[rows]]
+        if not len(rows):
+            continue
         alerts = expit(logits) >= (thresholds[rows] if name == version else artifacts[name].threshold)
         was_alert = were_alerts[rows]
         gaps = np.abs(logits - stored_logits[rows])

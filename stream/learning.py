@@ -52,7 +52,8 @@ def replay(audit_dir: Path, registry: Path, since: datetime, until: datetime, mo
     when None) and count what would change; decisions stored without their whole input are counted as skipped."""
     if model == "champion":
         model = champion_version(registry)
-    rows = stored_rows(stored_inputs(audit_dir, since=_naive_utc(since), until=_naive_utc(until)))
+    table = stored_inputs(audit_dir, since=_naive_utc(since), until=_naive_utc(until), whole_batches=True)
+    rows = stored_rows(table)
     report = rescore(rows.frame, rows.inputs, lambda version: load_artifact(registry, version), model)
-    report.skipped = rows.skipped
+    report.skipped = int(table.column("in_range").to_numpy(zero_copy_only=False).sum()) - report.decisions
     return report
