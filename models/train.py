@@ -32,7 +32,7 @@ from models.network import BehaviourModel, ModelArtifact, ModelInputs, default_l
 from models.provenance import code_version
 from models.reference import reference_profile
 
-__all__ = ["TrainConfig", "alert_threshold", "fit", "select_device", "time_range", "train_from_frame"]
+__all__ = ["TrainConfig", "alert_threshold", "fit", "select_device", "start_amount_hinges", "time_range", "train_from_frame"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,11 @@ class TrainConfig:
     Chosen by mean AUC / AP / CP@100 over the four validation folds (training weeks from 2018-06-20 to
     07-11) and three seeds, never on the test folds: (128, 64) scored 0.883 / 0.703 / 0.286; (64, 32)
     0.884 / 0.699 / 0.283; (256, 128) 0.884 / 0.703 / 0.286 at three times the cost of training and of every
-    SHAP explanation; batches of 4,096 0.882 / 0.697 / 0.285.
+    SHAP explanation; batches of 4,096 0.882 / 0.697 / 0.285. Starting four first-layer units as hinges of
+    the amount (``amount_knots``) raised validation AP on each of seeds 0, 1 and 2, from a mean of 0.719 to
+    0.725, for AUC 0.893 to 0.889 and CP@100 0.291 to 0.292 (seed 0: 0.718 to 0.726). On seed 0 the same
+    hinges as extra input columns scored AP 0.730, within seed noise, but would change what the explainer
+    reads; hinges at seven even quantiles as inputs 0.721; a fifth knot (0.995) 0.725.
 
     ``device`` None picks CUDA when present. ``alert_rate`` is the share of validation transactions scored
     at or above the recommended threshold: 1 % is about 100 alerts a day on the handbook's data, the daily
@@ -65,6 +69,9 @@ class TrainConfig:
     pos_weight: float = 3.0
     background_size: int = 200
     summary_size: int = 8
+    amount_knots: tuple[float, ...] = (0.5, 0.9, 0.99, 0.999)
+    """Quantiles of the training amounts where the head's first hidden units start as hinges (see
+    :func:`start_amount_hinges`); empty to start every unit at random."""
 
 
 def select_device(device: str | None = None) -> torch.device:
@@ -103,6 +110,29 @@ def _autocast(device: torch.device) -> tuple[contextlib.AbstractContextManager, 
         return contextlib.nullcontext(), torch.amp.GradScaler("cpu", enabled=False)
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.autocast("cuda", dtype=dtype), torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+
+
+def start_amount_hinges(layer: nn.Linear, column: int, scaled: np.ndarray, quantiles: Sequence[float]) -> None:
+    """Start the layer's first ``len(quantiles)`` units as hinges ``max(x - knot, 0)`` of input ``column``, with
+    knots at those quantiles of its ``scaled`` training values; the units are trained like the rest.
+
+    A training week holds only a few dozen very large amounts, too few for units started at random, whose
+    kinks fall where the bulk of the data lies, to learn how sharply risk rises among them. A piecewise-linear
+    start with knots in the tail lets the head learn that step; it stays a plain ``Linear`` layer, so the
+    architecture, the registry and the explainer are unchanged.
+
+    >>> layer = nn.Linear(2, 3)
+    >>> start_amount_hinges(layer, 1, np.arange(11.0), (0.5, 0.9))
+    >>> layer.weight[:2].tolist(), layer.bias[:2].tolist()
+    ([[0.0, 1.0], [0.0, 1.0]], [-5.0, -9.0])
+    """
+    if len(quantiles) > layer.out_features:
+        raise ModelError(f"{len(quantiles)} amount knots for a first layer of {layer.out_features} units")
+    knots = np.quantile(scaled, quantiles)
+    with torch.no_grad():
+        layer.weight[: len(knots)] = 0.0
+        layer.weight[: len(knots), column] = 1.0
+        layer.bias[: len(knots)] = torch.from_numpy(-knots).to(layer.bias.dtype)
 
 
 def _logits(network: BehaviourModel, x: torch.Tensor, sequences: torch.Tensor) -> np.ndarray:
@@ -212,6 +242,9 @@ def fit(
     transformed = artifact.transform(x_train.features)
     artifact.scaler_mean = transformed.mean(axis=0)
     artifact.scaler_scale = np.where(transformed.std(axis=0) > 0, transformed.std(axis=0), 1.0)
+    if config.amount_knots and "amount" in names:
+        column = names.index("amount")
+        start_amount_hinges(network.head[0], column, artifact.scale(x_train.features)[:, column], config.amount_knots)
 
     network.to(device)
     result = _train(

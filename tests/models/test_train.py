@@ -96,6 +96,22 @@ def test_the_same_seed_gives_the_same_model(history):
     assert not np.allclose(same, other)
 
 
+def test_the_head_starts_with_hinges_of_the_amount_at_training_quantiles(history):
+    frame, features = history
+    y = frame["label"].to_numpy()
+    train, valid = slice(3000, 9000), slice(9000, 12000)
+    # a learning rate of 0 keeps the starting weights, so the hinges can be read back after training
+    model = fit(features[train], y[train], features[valid], y[valid], FEATURE_NAMES,
+                TrainConfig(hidden=(8,), epochs=1, lr=0.0, amount_knots=(0.5, 0.99)))
+    layer, column = model.network.head[0], FEATURE_NAMES.index("amount")
+    amounts = model.scale(features[train].features)[:, column]
+    expected = np.zeros((2, len(model.input_names)))
+    expected[:, column] = 1.0
+    np.testing.assert_array_equal(layer.weight[:2].detach().numpy(), expected)
+    np.testing.assert_allclose(layer.bias[:2].detach().numpy(), -np.quantile(amounts, [0.5, 0.99]), rtol=1e-6)
+    assert not np.allclose(layer.weight[2:, column].detach().numpy(), 1.0)  # the other units start at random
+
+
 def test_scale_log_transforms_counts_amount_ratios_and_gaps_only(artifact):
     row = np.arange(1.0, len(FEATURE_NAMES) + 1)[None, :]
     scaled = artifact.scale(row)
