@@ -24,7 +24,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/model_cost.py
 	$(BIN)/python bench/explain.py
-	$(BIN)/python bench/audit_writer.py
+	$(BIN)/python bench/audit_writer.py --sequence
 	$(BIN)/python bench/audit_query.py
 	$(BIN)/python bench/worker_throughput.py --events 50000
 	$(BIN)/python bench/latency.py --seconds 60 --batch-within 0.002 --linger 0.001 --fetch-wait 0.01
