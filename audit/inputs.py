@@ -36,10 +36,8 @@ ORDER BY d.event_time, d.tx_id
 """
 _IN_RANGE = "d.event_time >= $since AND d.event_time <= $until"
 # A scoring batch is one model call: every decision of a batch that has one in the range (see models.rescore).
-_WHOLE_BATCHES = (
-    "(d.model_version, d.decided_at, coalesce(d.batch_id, 0)) IN (SELECT model_version, decided_at, coalesce(batch_id, 0) "
-    "FROM {decisions} WHERE event_time >= $since AND event_time <= $until)"
-)
+_BATCH = "(d.model_version, d.decided_at, coalesce(d.batch_id, 0))"
+_WHOLE_BATCHES = f"{_BATCH} IN (SELECT {_BATCH} FROM {{decisions}} AS d WHERE {_IN_RANGE})"
 
 
 def stored_inputs(

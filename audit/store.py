@@ -316,12 +316,8 @@ class AuditStore:
             "labels": "reported_at < $cutoff",
         }
         with self._mutex:
-            self._writer()
-            self._wait_for_flush()
-            self._insert_buffered()
-            self._wait_for_export()
-            self._export()
             con = self._writer()
+            self._store_and_export_here()
             deleted, seqs = {}, {}
             try:
                 con.begin()
@@ -344,10 +340,7 @@ class AuditStore:
             if self._con is None:
                 return
             try:
-                self._wait_for_flush()
-                self._insert_buffered()
-                self._wait_for_export()
-                self._export()
+                self._store_and_export_here()
             finally:
                 self._release()
 
@@ -393,14 +386,18 @@ class AuditStore:
         for table, batches in rows.items():
             self._pending[table][:0] = batches
 
-    def _insert_buffered(self) -> None:
-        """Insert the buffered rows now, on this thread; on failure they stay buffered."""
+    def _store_and_export_here(self) -> None:
+        """Let the flush and export in flight finish, then insert what is buffered and export it all, on this
+        thread (before a retention run or closing); rows whose insert fails stay buffered."""
+        self._wait_for_flush()
         pending = self._take_pending()
         try:
             self._insert(pending)
         except BaseException:
             self._buffer_again(pending)
             raise
+        self._wait_for_export()
+        self._export()
 
     def _flush_rows(self, pending: dict[str, list[pa.Table]]) -> FlushResult:
         """One flush, on the flush thread: insert ``pending``, then export if due."""
