@@ -30,6 +30,7 @@ from stream.codec import AvroCodec  # noqa: E402
 from stream.embedded import EmbeddedBroker  # noqa: E402
 from stream.local import LocalServices  # noqa: E402
 from stream.producer import transaction_record  # noqa: E402
+from stream.repartition import Repartition  # noqa: E402
 from stream.settings import Settings  # noqa: E402
 from stream.topics import create_topics  # noqa: E402
 from stream.drill import read_topic  # noqa: E402
@@ -61,16 +62,18 @@ def send_steadily(settings: Settings, records: list[dict], rate: float) -> dict[
 
 def hop_medians(settings: Settings, sent: dict[str, float]) -> dict[str, float]:
     """Median ms at which the steady transactions reached each topic on their way (Kafka's timestamps)."""
-    stages = {"re-keyed by card (ingest)": (f"{settings.app_id}-by-card", AvroCodec("Transaction"), lambda record: record),
-              "re-keyed by terminal (card stage)": (f"{settings.app_id}-by-terminal", AvroCodec("TerminalEvent"),
+    stages = {"re-keyed by card (ingest)": (f"{settings.app_id}-by-card", Repartition("TransactionBatch", settings.partitions),
+                                            lambda record: record),
+              "re-keyed by terminal (card stage)": (f"{settings.app_id}-by-terminal", Repartition("TerminalEventBatch", settings.partitions),
                                                     lambda record: (record["transaction"] or {}).get("transaction") or {})}
     medians = {}
-    for label, (topic, codec, transaction_of) in stages.items():
+    for label, (topic, repartition, transaction_of) in stages.items():
         delays = []
         for message in read_topic(settings, topic):
-            tx_id = transaction_of(codec.decode(message.value)).get("tx_id")
-            if tx_id in sent:
-                delays.append(message.timestamp - sent[tx_id])
+            for record in repartition.read([message.value]):
+                tx_id = transaction_of(record).get("tx_id")
+                if tx_id in sent:
+                    delays.append(message.timestamp - sent[tx_id])
         medians[label] = float(np.median(delays)) if delays else float("nan")
     return medians
 

@@ -13,6 +13,7 @@ import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+from operator import itemgetter
 
 import faust
 import torch
@@ -29,6 +30,7 @@ from stream.logs import keep_payloads_out_of_logs
 from stream.pipeline import Reject, ScoredBatch, Scorer, apply_card_stage, apply_terminal_stage, decode_valid, terminal_event
 from stream.probes import add_probes
 from stream.recovery import FetchedEndTableManager
+from stream.repartition import Repartition
 from stream.rollout import Pointers, add_shadow_scores, read_pointers
 from stream.security import faust_credentials
 from stream.privacy import Tokenizer, load_tokenizer
@@ -181,7 +183,7 @@ def create_app(settings: Settings) -> faust.App:
     register_faust_codecs()  # "avro-transaction", "avro-decision", ... for topics that want Faust to decode
     app.on_worker_init.connect(lambda sender, **_: keep_payloads_out_of_logs())  # before the worker sets up logging
     serving = Serving(settings, tokenize)
-    codecs = {name: AvroCodec(name) for name in ("Transaction", "Feedback", "TerminalEvent", "Decision", "Alert")}
+    codecs = {name: AvroCodec(name) for name in ("Transaction", "Feedback", "Decision", "Alert")}
 
     def topic(name: str, internal: bool = False) -> faust.TopicT:
         return app.topic(name, partitions=settings.partitions, internal=internal, key_serializer="raw", value_serializer="raw")
@@ -194,9 +196,9 @@ def create_app(settings: Settings) -> faust.App:
     alerts = topic(settings.alerts_topic)
     dead_letters = topic(settings.dead_letter_topic)
 
-    # use_partitioner: a table key's changelog partition follows the key (as the repartitioned topic does),
-    # not the partition of whichever event in a batch happened to be current.
-    # Keys are raw bytes (the same bytes the stage topics are keyed by); values are JSON state dicts.
+    # use_partitioner: a table key's changelog partition follows the key (as the stage topics' partitions do,
+    # stream.repartition), not the partition of whichever event in a batch happened to be current.
+    # Keys are the card or terminal id's bytes; values are JSON state dicts.
     table_options = {"partitions": settings.partitions, "use_partitioner": True, "key_type": bytes}
     terminal_states = app.Table("terminal-state", **table_options)
     card_states = app.Table("card-state", **table_options)
@@ -212,6 +214,18 @@ def create_app(settings: Settings) -> faust.App:
     def take(stream: faust.StreamT) -> faust.StreamT:
         return stream.take(settings.batch_size, within=settings.batch_within_s)
 
+    # Between the stages, one message holds a batch's records for one partition (stream.repartition): about
+    # batch_size / partitions of them when keys spread evenly, so a stage takes `partitions` messages at a time.
+    to_cards = Repartition("TransactionBatch", settings.partitions)
+    to_terminals = Repartition("TerminalEventBatch", settings.partitions)
+
+    def take_repartitioned(stream: faust.StreamT) -> faust.StreamT:
+        return stream.take(settings.partitions, within=settings.batch_within_s)
+
+    def send_repartitioned(topic: faust.TopicT, messages: list[tuple[int, bytes]]) -> None:
+        for partition, value in messages:
+            topic.send_soon(key=None, value=value, partition=partition)
+
     @app.agent(transactions, name="ingest-transactions")
     async def ingest_transactions(stream: faust.StreamT) -> None:
         """Decode and validate transactions and re-key them by card; reject the rest to dead letters.
@@ -222,8 +236,7 @@ def create_app(settings: Settings) -> faust.App:
             now_ms = int(time.time() * 1000)
             records, rejects = decode_valid(raws, codecs["Transaction"], partial(validate_transaction, now_ms=now_ms))
             send_rejects(rejects, settings.transactions_topic)
-            for record in records:
-                by_card.send_soon(key=record["card_id"].encode(), value=codecs["Transaction"].encode(record))
+            send_repartitioned(by_card, to_cards.messages(records, key=itemgetter("card_id")))
             metrics.EVENTS.labels(settings.transactions_topic).inc(len(records))
 
     @app.agent(feedback, name="ingest-feedback")
@@ -232,23 +245,19 @@ def create_app(settings: Settings) -> faust.App:
         async for raws in take(stream):
             records, rejects = decode_valid(raws, codecs["Feedback"], validate_feedback)
             send_rejects(rejects, settings.feedback_topic)
-            for record in records:
-                if not record.get("terminal_id"):
-                    metrics.LABELS.labels("unroutable").inc()
-                    continue
-                event = codecs["TerminalEvent"].encode(terminal_event(feedback=record))
-                by_terminal.send_soon(key=record["terminal_id"].encode(), value=event)
+            routable = [record for record in records if record.get("terminal_id")]
+            metrics.LABELS.labels("unroutable").inc(len(records) - len(routable))
+            labels = to_terminals.messages(routable, key=itemgetter("terminal_id"), event=lambda record: terminal_event(feedback=record))
+            send_repartitioned(by_terminal, labels)
             metrics.EVENTS.labels(settings.feedback_topic).inc(len(records))
 
     @app.agent(by_card, name="card-stage")
     async def card_stage(stream: faust.StreamT) -> None:
         """Card features in each card's order, then each transaction re-keyed by terminal."""
-        async for raws in take(stream):
+        async for values in take_repartitioned(stream):
             started = time.perf_counter()
-            transactions = [codecs["Transaction"].decode(raw) for raw in raws]
-            for enriched in apply_card_stage(transactions, card_states):
-                event = codecs["TerminalEvent"].encode(terminal_event(enriched))
-                by_terminal.send_soon(key=enriched["transaction"]["terminal_id"].encode(), value=event)
+            enriched = apply_card_stage(to_cards.read(values), card_states)
+            send_repartitioned(by_terminal, to_terminals.messages(enriched, key=lambda item: item["transaction"]["terminal_id"], event=terminal_event))
             metrics.BATCH_SECONDS.labels("card").observe(time.perf_counter() - started)
 
     @app.agent(by_terminal, name="terminal-stage")
@@ -257,10 +266,9 @@ def create_app(settings: Settings) -> faust.App:
         await serving.ready.wait()
         assert serving.scorer is not None
         label_delay_days = serving.scorer.artifact.label_delay_days
-        async for raws in take(stream):
+        async for values in take_repartitioned(stream):
             started = time.perf_counter()
-            events = [codecs["TerminalEvent"].decode(raw) for raw in raws]
-            outcome = apply_terminal_stage(events, terminal_states, label_delay_days)
+            outcome = apply_terminal_stage(to_terminals.read(values), terminal_states, label_delay_days)
             with metrics.SCORE_BATCH_SECONDS.time():
                 batch = await serving.score(outcome.transactions, outcome.inputs)
             for decision in batch.decisions:

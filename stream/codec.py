@@ -64,7 +64,8 @@ SCHEMA_DIR = Path(__file__).with_name("schemas")
 
 #: Confluent schema ids used when no registry is given; fixed, so producers and consumers agree.
 DEFAULT_SCHEMA_IDS: Mapping[int, str] = MappingProxyType(
-    {1: "Transaction", 2: "Feedback", 3: "Decision", 4: "Alert", 5: "TerminalEvent", 6: "EnrichedTransaction"}
+    {1: "Transaction", 2: "Feedback", 3: "Decision", 4: "Alert", 5: "TerminalEvent", 6: "EnrichedTransaction",
+     7: "TransactionBatch", 8: "TerminalEventBatch"}
 )
 
 #: Messages larger than this are refused unread (a corrupt length could otherwise cost memory).

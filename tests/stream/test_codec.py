@@ -90,6 +90,9 @@ SAMPLES: dict[str, dict[str, Any]] = {
     },
     "TerminalEvent": {"transaction": None, "feedback": FEEDBACK},
     "EnrichedTransaction": {"transaction": TRANSACTION, "card_features": [1.0, 20.0, 3.0, 15.5, 9.0, 18.25], "card_sequence": [1.0, 0.5, 2.3, 0.0]},
+    "TransactionBatch": {"events": [TRANSACTION, {**TRANSACTION, "tx_id": "tx-2"}]},
+    "TerminalEventBatch": {"events": [{"transaction": None, "feedback": FEEDBACK},
+                                      {"transaction": {"transaction": TRANSACTION, "card_features": [1.0], "card_sequence": []}, "feedback": None}]},
 }
 SCHEMAS = sorted(SAMPLES)
 

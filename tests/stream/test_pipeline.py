@@ -18,6 +18,7 @@ from models.train import TrainConfig, train_from_frame
 from stream.codec import AvroCodec
 from stream.pipeline import Scorer, apply_card_stage, apply_terminal_stage, decode_valid, terminal_event
 from stream.privacy import DEMO_KEY, Tokenizer
+from stream.repartition import Repartition
 from stream.producer import replay_events, transaction_record
 from stream.settings import Settings
 from stream.validation import validate_transaction
@@ -27,14 +28,15 @@ TOKENIZE = Tokenizer(DEMO_KEY)
 
 def stream_features(frame: pd.DataFrame, batch: int = 97) -> tuple[list[str], ModelInputs]:
     """Model inputs as the worker computes them: the producer's events through both stages, in batches,
-    each terminal event through its Avro encoding as on the repartition topic.
+    through the messages of the repartition topics (grouped by partition, so interleaved differently).
 
     The terminal stage sees the card stage's output one batch late, and labels ahead of it, as a worker
     whose feedback ingest runs ahead of its transactions would.
     """
     settings = Settings()
     codecs = {settings.transactions_topic: AvroCodec("Transaction"), settings.feedback_topic: AvroCodec("Feedback")}
-    terminal_codec = AvroCodec("TerminalEvent")
+    to_cards = Repartition("TransactionBatch", settings.partitions)
+    to_terminals = Repartition("TerminalEventBatch", settings.partitions)
     card_table: dict = {}
     terminal_table: dict = {}
     tx_ids: list[str] = []
@@ -46,10 +48,10 @@ def stream_features(frame: pd.DataFrame, batch: int = 97) -> tuple[list[str], Mo
         for event in events[start : start + batch]:
             record = codecs[event.topic].decode(event.value)
             (transactions if event.topic == settings.transactions_topic else labels).append(record)
-        terminal_events = [terminal_event(feedback=label) for label in labels]
-        terminal_events += [terminal_event(item) for item in delayed]
-        terminal_events = [terminal_codec.decode(terminal_codec.encode(event)) for event in terminal_events]
-        delayed = apply_card_stage(transactions, card_table)
+        labels_in = to_terminals.messages(labels, key=lambda label: label["terminal_id"], event=lambda label: terminal_event(feedback=label))
+        enriched_in = to_terminals.messages(delayed, key=lambda item: item["transaction"]["terminal_id"], event=terminal_event)
+        terminal_events = to_terminals.read(value for _, value in labels_in + enriched_in)
+        delayed = apply_card_stage(to_cards.read(value for _, value in to_cards.messages(transactions, key=lambda tx: tx["card_id"])), card_table)
         outcome = apply_terminal_stage(terminal_events, terminal_table, DEFAULT_LABEL_DELAY_DAYS)
         rows.append(outcome.inputs)
         tx_ids.extend(transaction["tx_id"] for transaction in outcome.transactions)
@@ -58,10 +60,12 @@ def stream_features(frame: pd.DataFrame, batch: int = 97) -> tuple[list[str], Mo
 
 def test_stream_features_equal_offline_replay(small_frame: pd.DataFrame) -> None:
     tx_ids, inputs = stream_features(small_frame)
-    assert tx_ids == small_frame["tx_id"].tolist()
+    assert sorted(tx_ids) == sorted(small_frame["tx_id"])
+    row_of = {tx_id: row for row, tx_id in enumerate(tx_ids)}
+    in_offline_order = [row_of[tx_id] for tx_id in small_frame["tx_id"]]
     offline = replay_features(small_frame)
-    np.testing.assert_array_equal(inputs.features, offline.features)
-    np.testing.assert_array_equal(inputs.sequences, offline.sequences)
+    np.testing.assert_array_equal(inputs.features[in_offline_order], offline.features)
+    np.testing.assert_array_equal(inputs.sequences[in_offline_order], offline.sequences)
 
 
 class CountingTable(dict):

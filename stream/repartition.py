@@ -1,0 +1,69 @@
+"""Re-keying between the worker's stages: one message per destination partition per batch.
+
+Consuming or producing a message through Faust costs about as much as the work riskstream does for a
+transaction, and re-keying used to cost two of each per transaction (ingest to card stage, card stage to
+terminal stage). Each stage's batch already holds, for every partition, the records bound for it, so those go
+in one message (a ``TransactionBatch`` or ``TerminalEventBatch``) instead of one message each.
+
+A record still lands on the partition that owns its card's or terminal's state: the one Kafka's default
+partitioner (murmur2 of the key, as aiokafka, kafka-python and the Java client compute it) gives its key, which
+is also where the state table's changelog puts that key. Records keep their order within a partition, which is
+all the stages need.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from aiokafka.partitioner import murmur2
+
+from stream.codec import AvroCodec
+
+Item = TypeVar("Item")
+
+#: At most this many records in one message: bounds a message's size (a few hundred KB) and the batch a stage
+#: takes (a stage takes ``partitions`` messages at a time).
+MAX_RECORDS = 500
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives ``key`` on a topic of ``partitions`` partitions."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+class Repartition:
+    """The messages of one internal topic: records grouped by their key's partition, and read back in order.
+
+    >>> transactions = Repartition("TransactionBatch", partitions=8)
+    >>> records = [{"tx_id": f"t{i}", "event_time": 0, "card_id": f"c{i % 3}", "terminal_id": "x", "amount": 1.0}
+    ...            for i in range(6)]
+    >>> messages = transactions.messages(records, key=lambda record: record["card_id"])
+    >>> len(messages)  # three cards, three partitions here
+    3
+    >>> [record["tx_id"] for record in transactions.read([value for _, value in messages])]
+    ['t0', 't3', 't1', 't4', 't2', 't5']
+    """
+
+    def __init__(self, schema: str, partitions: int, max_records: int = MAX_RECORDS) -> None:
+        self.codec = AvroCodec(schema)
+        self.partitions = partitions
+        self.max_records = max_records
+
+    def messages(
+        self, records: Iterable[Item], key: Callable[[Item], str], event: Callable[[Item], Any] = lambda item: item
+    ) -> list[tuple[int, bytes]]:
+        """``(partition, value)`` per partition that ``records`` go to, each value holding ``event(record)`` for
+        its records in order (split into messages of at most ``max_records``)."""
+        groups: dict[int, list[Any]] = {}
+        for record in records:
+            groups.setdefault(partition_for(key(record).encode(), self.partitions), []).append(event(record))
+        return [
+            (partition, self.codec.encode({"events": events[start : start + self.max_records]}))
+            for partition, events in groups.items()
+            for start in range(0, len(events), self.max_records)
+        ]
+
+    def read(self, values: Iterable[bytes]) -> list[dict[str, Any]]:
+        """The records of a stage's batch of messages, message by message, each in its order."""
+        return [event for value in values for event in self.codec.decode(value)["events"]]
