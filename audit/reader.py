@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from audit.exceptions import AuditError
 from audit.schema import SEGMENTS_DIR, TABLES, segment_name
-from audit.views import VIEWS, view_statements
+from audit.views import view_statements
 
 __all__ = ["connect", "query"]
 
