@@ -28,7 +28,7 @@ from stream import metrics
 from stream.codec import AvroCodec, register_faust_codecs
 from stream.consumer import WorkerApp
 from stream.logs import keep_payloads_out_of_logs
-from stream.pipeline import Reject, ScoredBatch, Scorer, apply_card_stage, apply_terminal_stage, decode_valid, terminal_event
+from stream.pipeline import Reject, ScoredBatch, Scorer, apply_card_stage, apply_terminal_stage, decode_valid, terminal_event, terminal_of
 from stream.probes import add_probes
 from stream.recovery import FetchedEndTableManager
 from stream.repartition import Repartition
@@ -260,8 +260,8 @@ def create_app(settings: Settings) -> faust.App:
             send_rejects(rejects, settings.feedback_topic)
             routable = [record for record in records if record.get("terminal_id")]
             metrics.LABELS.labels("unroutable").inc(len(records) - len(routable))
-            labels = to_terminals.messages(routable, key=itemgetter("terminal_id"), event=lambda record: terminal_event(feedback=record))
-            send_repartitioned(by_terminal, labels)
+            labels = [terminal_event(feedback=record) for record in routable]
+            send_repartitioned(by_terminal, to_terminals.messages(labels, key=terminal_of))
             metrics.EVENTS.labels(settings.feedback_topic).inc(len(records))
 
     @app.agent(by_card, name="card-stage")
@@ -270,7 +270,7 @@ def create_app(settings: Settings) -> faust.App:
         async for values in take_repartitioned(stream):
             started = time.perf_counter()
             enriched = apply_card_stage(to_cards.read(values), card_states)
-            send_repartitioned(by_terminal, to_terminals.messages(enriched, key=lambda item: item["transaction"]["terminal_id"], event=terminal_event))
+            send_repartitioned(by_terminal, to_terminals.messages(map(terminal_event, enriched), key=terminal_of))
             metrics.BATCH_SECONDS.labels("card").observe(time.perf_counter() - started)
 
     @app.agent(by_terminal, name="terminal-stage")

@@ -126,6 +126,13 @@ def terminal_event(transaction: Record | None = None, feedback: Record | None = 
     }
 
 
+def terminal_of(event: Record) -> str:
+    """The terminal a :func:`terminal_event` belongs to, whose partition it travels on: its transaction's or its label's."""
+    if event["transaction"] is not None:
+        return event["transaction"][1]["transaction"]["terminal_id"]
+    return event["feedback"][1]["terminal_id"]
+
+
 @dataclass
 class TerminalOutcome:
     """What a batch of terminal events produced: scored rows and label bookkeeping."""
@@ -289,4 +296,5 @@ __all__ = [
     "apply_terminal_stage",
     "decode_valid",
     "terminal_event",
+    "terminal_of",
 ]

@@ -50,14 +50,12 @@ class Repartition:
         self.partitions = partitions
         self.max_records = max_records
 
-    def messages(
-        self, records: Iterable[Item], key: Callable[[Item], str], event: Callable[[Item], Any] = lambda item: item
-    ) -> list[tuple[int, bytes]]:
-        """``(partition, value)`` per partition that ``records`` go to, each value holding ``event(record)`` for
-        its records in order (split into messages of at most ``max_records``)."""
-        groups: dict[int, list[Any]] = {}
+    def messages(self, records: Iterable[Item], key: Callable[[Item], str]) -> list[tuple[int, bytes]]:
+        """``(partition, value)`` per partition that ``records`` go to, each value holding its records in order
+        (split into messages of at most ``max_records``)."""
+        groups: dict[int, list[Item]] = {}
         for record in records:
-            groups.setdefault(partition_for(key(record).encode(), self.partitions), []).append(event(record))
+            groups.setdefault(partition_for(key(record).encode(), self.partitions), []).append(record)
         return [
             (partition, self.codec.encode({"events": events[start : start + self.max_records]}))
             for partition, events in groups.items()

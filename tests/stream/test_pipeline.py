@@ -16,7 +16,7 @@ from models.network import ModelInputs
 from models.replay import replay_features
 from models.train import TrainConfig, train_from_frame
 from stream.codec import AvroCodec
-from stream.pipeline import Scorer, apply_card_stage, apply_terminal_stage, decode_valid, terminal_event
+from stream.pipeline import Scorer, apply_card_stage, apply_terminal_stage, decode_valid, terminal_event, terminal_of
 from stream.privacy import DEMO_KEY, Tokenizer
 from stream.repartition import Repartition
 from stream.producer import replay_events, transaction_record
@@ -48,9 +48,8 @@ def stream_features(frame: pd.DataFrame, batch: int = 97) -> tuple[list[str], Mo
         for event in events[start : start + batch]:
             record = codecs[event.topic].decode(event.value)
             (transactions if event.topic == settings.transactions_topic else labels).append(record)
-        labels_in = to_terminals.messages(labels, key=lambda label: label["terminal_id"], event=lambda label: terminal_event(feedback=label))
-        enriched_in = to_terminals.messages(delayed, key=lambda item: item["transaction"]["terminal_id"], event=terminal_event)
-        terminal_events = to_terminals.read(value for _, value in labels_in + enriched_in)
+        events_in = [terminal_event(feedback=label) for label in labels] + [terminal_event(item) for item in delayed]
+        terminal_events = to_terminals.read(value for _, value in to_terminals.messages(events_in, key=terminal_of))
         delayed = apply_card_stage(to_cards.read(value for _, value in to_cards.messages(transactions, key=lambda tx: tx["card_id"])), card_table)
         outcome = apply_terminal_stage(terminal_events, terminal_table, DEFAULT_LABEL_DELAY_DAYS)
         rows.append(outcome.inputs)

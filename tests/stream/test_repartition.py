@@ -7,7 +7,7 @@ import random
 from aiokafka.partitioner import DefaultPartitioner
 from kafka.partitioner import murmur2 as kafka_python_murmur2
 
-from stream.pipeline import terminal_event
+from stream.pipeline import terminal_event, terminal_of
 from stream.repartition import Repartition, partition_for
 
 
@@ -46,8 +46,8 @@ def test_terminal_events_carry_labels_and_enriched_transactions() -> None:
     label = {"tx_id": "t1", "is_fraud": True, "source": "analyst", "reported_at": 1000, "card_id": None, "terminal_id": "T"}
     transaction = {"tx_id": "t2", "event_time": 5, "card_id": "c", "terminal_id": "T", "amount": 2.5}
     enriched = {"transaction": transaction, "card_features": [0.5, 1.0], "card_sequence": [0.25]}
-    [(partition, value)] = terminals.messages([label], key=lambda record: record["terminal_id"], event=lambda record: terminal_event(feedback=record))
-    [(same, other)] = terminals.messages([enriched], key=lambda item: item["transaction"]["terminal_id"], event=terminal_event)
+    [(partition, value)] = terminals.messages([terminal_event(feedback=label)], key=terminal_of)
+    [(same, other)] = terminals.messages([terminal_event(enriched)], key=terminal_of)
     assert partition == same == partition_for(b"T", 8)
     [read_label, read_enriched] = terminals.read([value, other])
     assert read_label == {"transaction": None, "feedback": label}
