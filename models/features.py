@@ -76,6 +76,8 @@ TERMINAL_BEHAVIOUR_FEATURES = (
     Feature("terminal_fraud_streak", "terminal's latest {value:.0f} confirmed transactions in a row were fraud"),
     Feature("terminal_days_since_streak_start", "{value:.0f} calendar days since the terminal's run of confirmed frauds began"),
     Feature("terminal_streak_share", "{value:.0%} of the terminal's transactions since that run began were confirmed fraud"),
+    Feature("terminal_last_fraud_amount", "the terminal's latest confirmed fraud was for {value:.2f}"),
+    Feature("terminal_last_fraud_zscore", "the terminal's latest confirmed fraud was {value:.1f} standard deviations from its card's usual amount"),
 )
 
 FEATURES: tuple[Feature, ...] = (
@@ -275,63 +277,72 @@ def _zscore(amount: float, mean: float, std: float, history: float) -> float:
 class TerminalState:
     """A terminal's recent transactions and the fraud labels that have arrived for them.
 
-    A fraud label counts in a window once its transaction is ``label_delay_days`` old *and* the label had
-    been reported by the time of the transaction being scored, so the result does not depend on the order in
-    which labels and transactions happen to be processed. A label for a transaction the terminal has not seen
-    yet waits (``pending``) until the transaction arrives.
+    Per transaction: event time, tx_id, amount, and how unusual the amount was for its card (the card
+    stage's z-score). A fraud label counts in a window once its transaction is ``label_delay_days`` old *and*
+    the label had been reported by the time of the transaction being scored, so the result does not depend on
+    the order in which labels and transactions happen to be processed. A label for a transaction the terminal
+    has not seen yet waits (``pending``) until the transaction arrives.
 
     >>> state = TerminalState()
-    >>> state.update(0.0, "t1")
+    >>> state.update(0.0, "t1", 250.0, 4.0)
     >>> state.label("t1", True, reported=7 * DAY)
     True
-    >>> state.features(7.5 * DAY, label_delay_days=7)[:2]
-    [1.0, 1.0]
+    >>> state.features(7.5 * DAY, label_delay_days=7)[:2], state.features(7.5 * DAY, label_delay_days=7)[-2:]
+    ([1.0, 1.0], [250.0, 4.0])
     >>> state.features(0.5 * DAY, label_delay_days=0)[:2]  # the label was reported later than this
     [1.0, 0.0]
     """
 
-    __slots__ = ("times", "tx_ids", "labels", "pending")
+    __slots__ = ("times", "tx_ids", "amounts", "zscores", "labels", "pending")
 
     def __init__(
         self,
         times: list[float] | None = None,
         tx_ids: list[str] | None = None,
+        amounts: list[float] | None = None,
+        zscores: list[float] | None = None,
         labels: list[list[Any]] | None = None,
         pending: list[list[Any]] | None = None,
     ) -> None:
         self.times: list[float] = times if times is not None else []
         self.tx_ids: list[str] = tx_ids if tx_ids is not None else []
-        # [transaction time, reported time, tx_id, is_fraud]: the latest verdict per transaction, by time
+        self.amounts: list[float] = amounts if amounts is not None else []
+        self.zscores: list[float] = zscores if zscores is not None else []
+        # [transaction time, reported time, tx_id, is_fraud, amount, amount z-score]: the latest verdict per
+        # transaction, by time
         self.labels: list[list[Any]] = labels if labels is not None else []
         # [tx_id, is_fraud, reported time] of labels whose transaction has not arrived yet
         self.pending: list[list[Any]] = pending if pending is not None else []
 
     def features(self, time: float, label_delay_days: float = DEFAULT_LABEL_DELAY_DAYS) -> list[float]:
         """Count and confirmed-fraud share per window shifted back by the label delay, then how many and how
-        recent the terminal's known frauds are.
+        recent the terminal's known frauds are, and what its latest known fraud looked like.
 
         Every value reads only transactions older than the label delay: the stream re-keys transactions by
         terminal from many card partitions, so recent ones may be processed in any order, old ones not.
         """
         hi = time - label_delay_days * DAY
-        fraud_times = [label[0] for label in self.labels if label[3] and label[1] <= time] if self.labels else []
+        frauds = [label for label in self.labels if label[3] and label[1] <= time] if self.labels else []
+        fraud_times = [label[0] for label in frauds]
         values = []
         for days in WINDOWS_DAYS:
             lo = hi - days * DAY
             count = _count_in(self.times, lo, hi)
-            frauds = _count_in(fraud_times, lo, hi)
             values.append(float(count))
-            values.append(frauds / count if count else 0.0)
+            values.append(_count_in(fraud_times, lo, hi) / count if count else 0.0)
         known = bisect_right(fraud_times, hi)
         recent_frauds = _count_in(fraud_times, time - RECENT_FRAUD_DAYS * DAY, hi)
         streak, start = self._fraud_streak(fraud_times, known)
         since_start = bisect_right(self.times, hi) - bisect_left(self.times, start) if streak else 0
+        latest = frauds[known - 1] if known else None
         values += [
             float(recent_frauds),
-            (time - fraud_times[known - 1]) / DAY if known else _NO_HISTORY_DAYS,
+            (time - latest[0]) / DAY if latest else _NO_HISTORY_DAYS,
             float(streak),
             float(math.floor(time / DAY) - math.floor(start / DAY)) if streak else _NO_HISTORY_DAYS,
             streak / since_start if since_start else 0.0,
+            latest[4] if latest else 0.0,
+            latest[5] if latest else 0.0,
         ]
         return values
 
@@ -351,13 +362,15 @@ class TerminalState:
             streak, position, latest = streak + 1, position - 1, latest - 1
         return streak, self.times[position + 1]
 
-    def update(self, time: float, tx_id: str, label_delay_days: float = DEFAULT_LABEL_DELAY_DAYS) -> None:
+    def update(
+        self, time: float, tx_id: str, amount: float, zscore: float, label_delay_days: float = DEFAULT_LABEL_DELAY_DAYS
+    ) -> None:
         """Record a transaction (a repeat of a known tx_id changes nothing) and forget what no window needs."""
         if tx_id in self.tx_ids:
             return
         index = bisect_right(self.times, time)
-        self.times.insert(index, time)
-        self.tx_ids.insert(index, tx_id)
+        for values, value in ((self.times, time), (self.tx_ids, tx_id), (self.amounts, amount), (self.zscores, zscore)):
+            values.insert(index, value)
         if self.pending:
             for waiting in [entry for entry in self.pending if entry[0] == tx_id]:
                 self.pending.remove(waiting)
@@ -365,8 +378,8 @@ class TerminalState:
         horizon = self.times[-1] - (max(WINDOWS_DAYS) + label_delay_days) * DAY
         drop = bisect_right(self.times, horizon)
         if drop:
-            del self.times[:drop]
-            del self.tx_ids[:drop]
+            for values in (self.times, self.tx_ids, self.amounts, self.zscores):
+                del values[:drop]
             self.labels = [label for label in self.labels if label[0] > horizon]
         if self.pending:
             self.pending = [entry for entry in self.pending if entry[2] > horizon]
@@ -389,17 +402,28 @@ class TerminalState:
         self.labels = [label for label in self.labels if label[2] != tx_id]
         time = self.times[position]
         index = bisect_right([label[0] for label in self.labels], time)
-        self.labels.insert(index, [time, reported, tx_id, bool(is_fraud)])
+        self.labels.insert(index, [time, reported, tx_id, bool(is_fraud), self.amounts[position], self.zscores[position]])
         return True
 
     def to_dict(self) -> dict[str, Any]:
-        return {"times": self.times, "tx_ids": self.tx_ids, "labels": self.labels, "pending": self.pending}
+        return {name: getattr(self, name) for name in self.__slots__}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> TerminalState:
+        """A state from :meth:`to_dict`; one written before terminals kept amounts reads them as 0, ordinary.
+
+        >>> old = {"times": [0.0], "tx_ids": ["a"], "labels": [[0.0, 1.0, "a", True]], "pending": []}
+        >>> state = TerminalState.from_dict(old)
+        >>> state.amounts, state.zscores, state.labels
+        ([0.0], [0.0], [[0.0, 1.0, 'a', True, 0.0, 0.0]])
+        """
         if not data:
             return cls()
-        return cls(list(data["times"]), list(data["tx_ids"]), [list(label) for label in data["labels"]], [list(p) for p in data["pending"]])
+        state = cls(**{name: [list(item) if isinstance(item, list) else item for item in value] for name, value in data.items()})
+        if "amounts" not in data:
+            state.amounts, state.zscores = [0.0] * len(state.times), [0.0] * len(state.times)
+            state.labels = [label + [0.0, 0.0] for label in state.labels]
+        return state
 
 
 def card_step(state: CardState, time: float, amount: float, tx_id: str, terminal_id: str) -> CardReading:
@@ -415,10 +439,11 @@ def card_step(state: CardState, time: float, amount: float, tx_id: str, terminal
     return reading
 
 
-def terminal_step(state: TerminalState, time: float, tx_id: str, label_delay_days: float) -> list[float]:
-    """Terminal features of a transaction, then the transaction recorded: the one order both paths use."""
+def terminal_step(state: TerminalState, time: float, tx_id: str, amount: float, card: list[float], label_delay_days: float) -> list[float]:
+    """Terminal features of a transaction, then the transaction recorded with how unusual its amount was for its
+    card (``card``: its card features): the one order both paths use."""
     values = state.features(time, label_delay_days)
-    state.update(time, tx_id, label_delay_days)
+    state.update(time, tx_id, amount, card[_ZSCORE], label_delay_days)
     return values
 
 

@@ -75,8 +75,8 @@ def replay_features(
             labelled = fraud_rows[next_label]
             terminal_states[terminals[labelled]].label(tx_ids[labelled], True, label_times[next_label])
             next_label += 1
-        terminal = terminal_step(terminal_states[terminals[row]], time, tx_ids[row], label_delay_days)
         card = card_step(card_states[cards[row]], time, amounts[row], tx_ids[row], terminals[row])
+        terminal = terminal_step(terminal_states[terminals[row]], time, tx_ids[row], amounts[row], card.features, label_delay_days)
         out[row] = feature_vector(time, amounts[row], card.features, terminal)
         sequences[row] = card.sequence
     return ModelInputs(out, sequences.reshape(len(frame), SEQUENCE_LENGTH, len(SEQUENCE_STEP)))

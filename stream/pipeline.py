@@ -170,7 +170,7 @@ def apply_terminal_stage(events: Iterable[Record], table: StateTable, label_dela
             transaction = enriched["transaction"]
             state = states[transaction["terminal_id"]]
             seconds = transaction["event_time"] / 1000.0
-            terminal = terminal_step(state, seconds, transaction["tx_id"], label_delay_days)
+            terminal = terminal_step(state, seconds, transaction["tx_id"], transaction["amount"], enriched["card_features"], label_delay_days)
             outcome.transactions.append(transaction)
             outcome.features.append(feature_vector(seconds, transaction["amount"], enriched["card_features"], terminal))
             outcome.sequences.append(enriched["card_sequence"])

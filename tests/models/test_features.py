@@ -67,7 +67,11 @@ TERMINAL_BEHAVIOUR_EXPECTED = [
     1.0,  # that fraud follows a genuine transaction (day 2.5): a streak of one
     8.0,  # calendar days 9 to 17
     0.5,  # one fraud among the two transactions from day 9 to the window's end at day 10
+    10.0,  # the amount of that latest known fraud, day 9
+    0.0,  # its z-score for its card: the card's first transaction
 ]
+ORDINARY = [0.0] * len(CARD_COLUMNS)
+"""Card features of a transaction with an amount z-score of 0, for terminal tests."""
 
 
 def _frame(rows: list[tuple[float, str, str, float, int]]) -> pd.DataFrame:
@@ -168,7 +172,7 @@ def test_card_features_through_replay():
 def test_terminal_windows_are_shifted_back_by_the_label_delay():
     state = TerminalState()
     for index, (day, _) in enumerate(TERMINAL_HISTORY):
-        terminal_step(state, day * DAY, f"tx{index}", 7)
+        terminal_step(state, day * DAY, f"tx{index}", 10.0, ORDINARY, 7)
     for index, (day, fraud) in enumerate(TERMINAL_HISTORY):
         if fraud:
             assert state.label(f"tx{index}", True, reported=(day + 7) * DAY)
@@ -187,7 +191,7 @@ def test_terminal_windows_through_replay():
 def test_a_run_of_known_frauds_reads_as_a_streak():
     state = TerminalState()
     for day in (1.0, 2.0, 3.0, 4.0):  # frauds on days 1 to 3, then a genuine transaction on day 4
-        terminal_step(state, day * DAY, f"d{day}", 7)
+        terminal_step(state, day * DAY, f"d{day}", 10.0, ORDINARY, 7)
     for day in (1.0, 2.0, 3.0):
         state.label(f"d{day}", True, reported=(day + 7) * DAY)
     values = dict(zip(TERMINAL_COLUMNS, state.features(12.5 * DAY, 7)))  # window ends at day 5.5
@@ -197,9 +201,25 @@ def test_a_run_of_known_frauds_reads_as_a_streak():
     assert values["terminal_known_frauds_28d"] == 3.0 and values["terminal_days_since_last_fraud"] == 9.5
 
 
+def test_the_latest_known_fraud_says_whether_it_looked_like_a_card_or_a_terminal_compromise():
+    state = TerminalState()
+    unusual = list(ORDINARY)
+    unusual[CARD_COLUMNS.index("card_amount_zscore")] = 6.0
+    terminal_step(state, 1.0 * DAY, "large", 900.0, unusual, 7)  # a stolen card's spree: unusual for its card
+    terminal_step(state, 2.0 * DAY, "ordinary", 35.0, ORDINARY, 7)  # an ordinary purchase, as a skimmer's are
+    assert state.label("large", True, reported=8 * DAY)
+    values = dict(zip(TERMINAL_COLUMNS, state.features(8.5 * DAY, 7)))
+    assert (values["terminal_last_fraud_amount"], values["terminal_last_fraud_zscore"]) == (900.0, 6.0)
+    state.label("ordinary", True, reported=9 * DAY)
+    values = dict(zip(TERMINAL_COLUMNS, state.features(9.5 * DAY, 7)))
+    assert (values["terminal_last_fraud_amount"], values["terminal_last_fraud_zscore"]) == (35.0, 0.0)
+    # before any known fraud both read 0
+    assert state.features(1.5 * DAY, 7)[-2:] == [0.0, 0.0]
+
+
 def test_a_label_reported_early_waits_for_the_label_delay():
     state = TerminalState()
-    terminal_step(state, 10 * DAY, "quick", 7)
+    terminal_step(state, 10 * DAY, "quick", 10.0, ORDINARY, 7)
     state.label("quick", True, reported=11 * DAY)  # a chargeback within a day: known, but not yet usable
     values = dict(zip(TERMINAL_COLUMNS, state.features(12 * DAY, 7)))
     assert values["terminal_known_frauds_28d"] == 0.0 and values["terminal_fraud_streak"] == 0.0
@@ -209,7 +229,7 @@ def test_a_label_reported_early_waits_for_the_label_delay():
 
 def test_a_label_is_used_only_once_its_feedback_has_arrived():
     state = TerminalState()
-    terminal_step(state, 0.5 * DAY, "late", 7)
+    terminal_step(state, 0.5 * DAY, "late", 10.0, ORDINARY, 7)
     # day 8, window (0, 1]: the transaction is old enough, but its label has not arrived: counted as genuine
     assert state.features(8 * DAY, 7)[:2] == [1.0, 0.0]
     state.label("late", True, reported=8 * DAY)
@@ -230,10 +250,10 @@ def test_replay_applies_a_label_exactly_at_the_label_delay():
 
 def test_a_duplicate_label_counts_once_and_the_latest_verdict_wins():
     state = TerminalState()
-    terminal_step(state, 1.0 * DAY, "a", 7)
-    terminal_step(state, 1.5 * DAY, "b", 7)
+    terminal_step(state, 1.0 * DAY, "a", 10.0, ORDINARY, 7)
+    terminal_step(state, 1.5 * DAY, "b", 10.0, ORDINARY, 7)
     assert state.label("a", True, reported=8 * DAY) and state.label("a", True, reported=8 * DAY)
-    assert [label[2:] for label in state.labels] == [["a", True]]
+    assert [label[2:4] for label in state.labels] == [["a", True]]
     assert state.features(9 * DAY, 7)[2:4] == [2.0, 0.5]  # 7 days (-5, 2]: both transactions, one fraud
     assert state.label("a", False, reported=8.5 * DAY)
     assert state.features(9 * DAY, 7)[2:4] == [2.0, 0.0]
@@ -246,15 +266,15 @@ def test_a_label_before_its_transaction_waits_for_it():
     state = TerminalState()
     assert state.label("early", True, reported=7 * DAY) is False
     assert state.pending == [["early", True, 7 * DAY]]
-    terminal_step(state, 0.0, "early", 7)
-    assert state.pending == [] and [label[2:] for label in state.labels] == [["early", True]]
+    terminal_step(state, 0.0, "early", 10.0, ORDINARY, 7)
+    assert state.pending == [] and [label[2:4] for label in state.labels] == [["early", True]]
     assert state.features(7.5 * DAY, 7)[:2] == [1.0, 1.0]
 
 
 def test_a_repeated_transaction_is_recorded_once():
     state = TerminalState()
-    terminal_step(state, 1.0 * DAY, "a", 7)
-    terminal_step(state, 1.0 * DAY, "a", 7)
+    terminal_step(state, 1.0 * DAY, "a", 10.0, ORDINARY, 7)
+    terminal_step(state, 1.0 * DAY, "a", 10.0, ORDINARY, 7)
     assert state.tx_ids == ["a"]
 
 
@@ -282,8 +302,8 @@ def test_a_redelivered_card_transaction_reads_as_the_first_time_and_changes_noth
 
 def test_an_out_of_order_terminal_transaction_is_kept_in_time_order():
     state = TerminalState()
-    terminal_step(state, 10 * DAY, "late-seen-first", 7)
-    terminal_step(state, 5 * DAY, "early", 7)
+    terminal_step(state, 10 * DAY, "late-seen-first", 10.0, ORDINARY, 7)
+    terminal_step(state, 5 * DAY, "early", 10.0, ORDINARY, 7)
     assert state.tx_ids == ["early", "late-seen-first"]
     assert state.label("early", True, reported=12 * DAY)
     # day 12.5: window (4.5, 5.5] holds the day-5 fraud only
@@ -298,8 +318,8 @@ def test_replay_refuses_a_frame_out_of_time_order():
 
 def test_old_transactions_and_their_labels_are_forgotten():
     state = TerminalState()
-    terminal_step(state, 0.0, "old", 7)
+    terminal_step(state, 0.0, "old", 10.0, ORDINARY, 7)
     state.label("old", True, reported=7 * DAY)
     state.label("never-seen", True, reported=1 * DAY)
-    terminal_step(state, 40 * DAY, "new", 7)  # 40 days > 30 + 7: "old" leaves every window
+    terminal_step(state, 40 * DAY, "new", 10.0, ORDINARY, 7)  # 40 days > 30 + 7: "old" leaves every window
     assert state.tx_ids == ["new"] and state.labels == [] and state.pending == []
