@@ -3,7 +3,8 @@ features plus that summary; and the artifact that carries it.
 
 The head is a stack of ``nn.Linear`` and ``nn.ReLU`` modules and nothing else (no in-place ops, no
 normalisation layers, no dropout), because that is the architecture ``shap.DeepExplainer`` explains with exact
-additivity. The recurrent encoder stays outside the explained function: its summary enters the head as a few
+additivity; its first layers may be a fixed encoding of thresholds found in the training data
+(:func:`knot_encoding`), built from the same two modules. The recurrent encoder stays outside the explained function: its summary enters the head as a few
 extra inputs that explain/ reports as one reason ("recent spending pattern"). Everything else a score needs
 (the fixed log transform, the standardisation, the alert threshold, the SHAP background) travels with it in a
 :class:`ModelArtifact`, so the stream, the explainer and the registry all read one object.
@@ -25,10 +26,13 @@ from models.exceptions import ModelError
 __all__ = [
     "SUMMARY_GROUP",
     "BehaviourModel",
+    "FrozenLinear",
     "ModelArtifact",
     "ModelInputs",
     "build_network",
     "default_log_features",
+    "knot_encoding",
+    "log1p_columns",
     "new_version",
     "sequence_inputs",
     "version_matches",
@@ -39,8 +43,63 @@ SUMMARY_GROUP = "recent_spending_pattern"
 """The reason name under which the learned sequence summary's columns are explained together."""
 
 
-def build_network(n_features: int, hidden: Sequence[int]) -> nn.Sequential:
-    """An MLP ``Linear → ReLU → … → Linear(…, 1)`` returning one logit per row.
+STEP_WIDTH = 0.01
+"""Width, in standard deviations of its feature, of the ramp that stands for a step at a knot."""
+
+
+class FrozenLinear(nn.Linear):
+    """A fixed ``nn.Linear`` (no gradient) that computes in its own precision even under mixed precision.
+
+    The knot encoding multiplies inputs by ``1 / STEP_WIDTH`` and subtracts nearly equal numbers; in half
+    precision that would blur its steps, so it keeps full precision while the trained layers use autocast.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        super().__init__(weight.shape[1], weight.shape[0])
+        with torch.no_grad():
+            self.weight.copy_(weight)
+            self.bias.copy_(bias)
+        self.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return super().forward(x.to(self.weight.dtype))
+
+
+def knot_encoding(n_inputs: int, knots: Sequence[Sequence[float]]) -> list[nn.Module]:
+    """Fixed layers ``FrozenLinear → ReLU → FrozenLinear`` that pass the ``n_inputs`` columns through and add,
+    for each knot ``t`` of column ``i`` (``knots[i]``), a hinge ``max(x_i - t, 0)`` and a step from 0 to 1 at
+    ``t`` (a ramp ``STEP_WIDTH`` wide).
+
+    An MLP started at random bends smoothly where the bulk of its data lies; a training week holds too few
+    transactions past a sharp threshold (an amount above which every transaction is fraud, the day a
+    compromise ends) to learn the edge. Given the edges as inputs, the head learns how much each one
+    matters. Built from ``Linear`` and ``ReLU`` only, the head stays explainable with exact additivity.
+
+    >>> layers = knot_encoding(2, [(0.5,), ()])
+    >>> nn.Sequential(*layers)(torch.tensor([[1.0, -3.0], [0.0, 2.0]])).tolist()
+    [[1.0, -3.0, 0.5, 1.0], [0.0, 2.0, 0.0, 0.0]]
+    """
+    pairs = [(column, knot) for column, column_knots in enumerate(knots) for knot in column_knots]
+    width = 2 * n_inputs + 3 * len(pairs)
+    expand, expand_bias = torch.zeros(width, n_inputs), torch.zeros(width)
+    combine = torch.zeros(n_inputs + 2 * len(pairs), width)
+    for column in range(n_inputs):  # x = max(x, 0) - max(-x, 0)
+        expand[column, column], expand[n_inputs + column, column] = 1.0, -1.0
+        combine[column, column], combine[column, n_inputs + column] = 1.0, -1.0
+    for index, (column, knot) in enumerate(pairs):
+        row, out = 2 * n_inputs + 3 * index, n_inputs + 2 * index
+        expand[row, column], expand_bias[row] = 1.0, -knot  # the hinge
+        expand[row + 1 : row + 3, column] = 1.0 / STEP_WIDTH  # the step: max(u, 0) - max(u - 1, 0)
+        expand_bias[row + 1], expand_bias[row + 2] = -knot / STEP_WIDTH, -knot / STEP_WIDTH - 1.0
+        combine[out, row] = 1.0
+        combine[out + 1, row + 1], combine[out + 1, row + 2] = 1.0, -1.0
+    return [FrozenLinear(expand, expand_bias), nn.ReLU(), FrozenLinear(combine, torch.zeros(len(combine)))]
+
+
+def build_network(n_inputs: int, hidden: Sequence[int], knots: Sequence[Sequence[float]] = ()) -> nn.Sequential:
+    """An MLP ``Linear → ReLU → … → Linear(…, 1)`` returning one logit per row, after the
+    :func:`knot_encoding` of ``knots`` when any column has one.
 
     >>> build_network(15, (8,))
     Sequential(
@@ -49,8 +108,8 @@ def build_network(n_features: int, hidden: Sequence[int]) -> nn.Sequential:
       (2): Linear(in_features=8, out_features=1, bias=True)
     )
     """
-    layers: list[nn.Module] = []
-    width = n_features
+    layers: list[nn.Module] = knot_encoding(n_inputs, knots) if any(knots) else []
+    width = n_inputs + 2 * sum(len(column_knots) for column_knots in knots)
     for size in hidden:
         layers += [nn.Linear(width, size), nn.ReLU()]
         width = size
@@ -77,10 +136,14 @@ class BehaviourModel(nn.Module):
     torch.Size([5, 1])
     """
 
-    def __init__(self, n_features: int, hidden: Sequence[int], sequence_dim: int, summary_size: int) -> None:
+    def __init__(
+        self, n_features: int, hidden: Sequence[int], sequence_dim: int, summary_size: int, knots: Sequence[Sequence[float]] = ()
+    ) -> None:
         super().__init__()
+        self.knots: tuple[tuple[float, ...], ...] = tuple(tuple(float(knot) for knot in column) for column in knots)
+        """Knots of the scaled feature columns (see :func:`knot_encoding`); the summary's columns have none."""
         self.encoder = nn.GRU(sequence_dim, summary_size, batch_first=True)
-        self.head = build_network(n_features + summary_size, hidden)
+        self.head = build_network(n_features + summary_size, hidden, self.knots)
 
     def summary(self, sequences: torch.Tensor) -> torch.Tensor:
         """The GRU's last hidden state ``(N, summary_size)``: what the card's recent sequence looks like."""
@@ -104,6 +167,17 @@ def default_log_features(feature_names: Sequence[str]) -> tuple[str, ...]:
     """
     markers = ("count", "avg_amount", "_vs_", "hours_since")
     return tuple(name for name in feature_names if any(marker in name for marker in markers))
+
+
+def log1p_columns(x_raw: np.ndarray, columns: Sequence[int]) -> np.ndarray:
+    """A float64 copy of the rows with ``log1p`` of the given columns (negative values clipped to 0).
+
+    >>> log1p_columns(np.array([[np.e - 1.0, -2.0]]), [0, 1]).tolist()
+    [[1.0, 0.0]]
+    """
+    x = np.array(x_raw, dtype=np.float64, ndmin=2)
+    x[:, columns] = np.log1p(np.maximum(x[:, columns], 0.0))
+    return x
 
 
 def weights_digest(network: nn.Module) -> str:
@@ -232,8 +306,7 @@ class ModelArtifact:
         x = np.array(x_raw, dtype=np.float64, ndmin=2)
         if x.shape[1] != len(self.feature_names):
             raise ModelError(f"model {self.version} expects {len(self.feature_names)} features, got {x.shape[1]}")
-        x[:, self._log_columns] = np.log1p(np.maximum(x[:, self._log_columns], 0.0))
-        return x
+        return log1p_columns(x, self._log_columns)
 
     def scale(self, x_raw: np.ndarray) -> np.ndarray:
         """Raw rows ``(N, F)`` to the network's float32 input: transform, then standardise."""

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from models.exceptions import ModelError, ModelIntegrityError, ModelNotFoundError
-from models.network import BehaviourModel, ModelArtifact, ModelInputs, version_matches
+from models.network import BehaviourModel, FrozenLinear, ModelArtifact, ModelInputs, version_matches
 
 __all__ = [
     "CHAMPION",
@@ -59,7 +59,8 @@ def _sha256(path: Path) -> str:
 
 
 def _hidden(network: BehaviourModel) -> list[int]:
-    return [layer.out_features for layer in network.head.modules() if isinstance(layer, nn.Linear)][:-1]
+    trained = [layer for layer in network.head if isinstance(layer, nn.Linear) and not isinstance(layer, FrozenLinear)]
+    return [layer.out_features for layer in trained][:-1]
 
 
 def _manifest(artifact: ModelArtifact) -> dict:
@@ -72,6 +73,7 @@ def _manifest(artifact: ModelArtifact) -> dict:
         "hidden": _hidden(artifact.network),
         "sequence_dim": artifact.network.encoder.input_size,
         "summary_size": artifact.network.encoder.hidden_size,
+        "knots": [list(column) for column in artifact.network.knots],
         "scaler_mean": [float(value) for value in artifact.scaler_mean],
         "scaler_scale": [float(value) for value in artifact.scaler_scale],
         "threshold": float(artifact.threshold),
@@ -240,7 +242,7 @@ def _verified(folder: Path, manifest: dict) -> ModelArtifact:
         if _sha256(folder / name) != manifest["sha256"][name]:
             raise ModelIntegrityError(f"{name} of model {folder.name!r} does not match its manifest checksum")
     names = tuple(manifest["feature_names"])
-    network = BehaviourModel(len(names), manifest["hidden"], manifest["sequence_dim"], manifest["summary_size"])
+    network = BehaviourModel(len(names), manifest["hidden"], manifest["sequence_dim"], manifest["summary_size"], manifest.get("knots", ()))
     network.load_state_dict(torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True))
     if manifest["version"] != folder.name or not version_matches(folder.name, network):
         raise ModelIntegrityError(f"model {folder.name!r}: the weights or manifest belong to another version")

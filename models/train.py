@@ -22,17 +22,18 @@ from datetime import datetime, timezone
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.tree import DecisionTreeClassifier
 from torch import nn
 from tqdm.auto import tqdm
 
 from models.exceptions import ModelError
 from models.features import DAY, DEFAULT_LABEL_DELAY_DAYS, FEATURE_NAMES, SEQUENCE_STEP
 from models.metrics import auc_roc, average_precision, card_precision_at_k
-from models.network import BehaviourModel, ModelArtifact, ModelInputs, default_log_features, new_version, sequence_inputs
+from models.network import BehaviourModel, ModelArtifact, ModelInputs, default_log_features, log1p_columns, new_version, sequence_inputs
 from models.provenance import code_version
 from models.reference import reference_profile
 
-__all__ = ["TrainConfig", "alert_threshold", "fit", "select_device", "start_amount_hinges", "time_range", "train_from_frame"]
+__all__ = ["TrainConfig", "alert_threshold", "find_knots", "fit", "select_device", "time_range", "train_from_frame"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,11 +47,11 @@ class TrainConfig:
     Chosen by mean AUC / AP / CP@100 over the four validation folds (training weeks from 2018-06-20 to
     07-11) and three seeds, never on the test folds: (128, 64) scored 0.883 / 0.703 / 0.286; (64, 32)
     0.884 / 0.699 / 0.283; (256, 128) 0.884 / 0.703 / 0.286 at three times the cost of training and of every
-    SHAP explanation; batches of 4,096 0.882 / 0.697 / 0.285. Starting four first-layer units as hinges of
-    the amount (``amount_knots``) raised validation AP on each of seeds 0, 1 and 2, from a mean of 0.719 to
-    0.725, for AUC 0.893 to 0.889 and CP@100 0.291 to 0.292 (seed 0: 0.718 to 0.726). On seed 0 the same
-    hinges as extra input columns scored AP 0.730, within seed noise, but would change what the explainer
-    reads; hinges at seven even quantiles as inputs 0.721; a fifth knot (0.995) 0.725.
+    SHAP explanation; batches of 4,096 0.882 / 0.697 / 0.285. The knot encoding (``knot_features``, up to 7
+    knots each) raised validation AP from 0.726 to 0.756 (seed 0; seeds 1 and 2 also 0.756 and 0.755, AUC
+    0.893 to 0.893); knots on all 30 features scored 0.747, 15 knots a feature 0.755. With the knots, starting
+    four first-layer units as hinges of the amount (the previous model's start) changed nothing (mean AP over
+    the three seeds 0.756 with and without), so every unit starts at random.
 
     ``device`` None picks CUDA when present. ``alert_rate`` is the share of validation transactions scored
     at or above the recommended threshold: 1 % is about 100 alerts a day on the handbook's data, the daily
@@ -69,9 +70,14 @@ class TrainConfig:
     pos_weight: float = 3.0
     background_size: int = 200
     summary_size: int = 8
-    amount_knots: tuple[float, ...] = (0.5, 0.9, 0.99, 0.999)
-    """Quantiles of the training amounts where the head's first hidden units start as hinges (see
-    :func:`start_amount_hinges`); empty to start every unit at random."""
+    knot_features: tuple[str, ...] = (
+        "amount", "card_amount_zscore", "card_amount_vs_mean", "terminal_fraud_streak", "terminal_days_since_last_fraud",
+        "terminal_days_since_streak_start", "terminal_streak_share", "terminal_last_fraud_amount", "terminal_last_fraud_zscore",
+    )
+    """Features whose thresholds the head gets as steps (:func:`find_knots`); empty for none."""
+    knots_per_feature: int = 7
+    knot_min_leaf: int = 20
+    """Fewest training transactions on each side of a knot."""
 
 
 def select_device(device: str | None = None) -> torch.device:
@@ -112,27 +118,28 @@ def _autocast(device: torch.device) -> tuple[contextlib.AbstractContextManager, 
     return torch.autocast("cuda", dtype=dtype), torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
 
 
-def start_amount_hinges(layer: nn.Linear, column: int, scaled: np.ndarray, quantiles: Sequence[float]) -> None:
-    """Start the layer's first ``len(quantiles)`` units as hinges ``max(x - knot, 0)`` of input ``column``, with
-    knots at those quantiles of its ``scaled`` training values; the units are trained like the rest.
+def find_knots(
+    scaled: np.ndarray, labels: np.ndarray, columns: Sequence[int], per_feature: int, min_leaf: int
+) -> tuple[tuple[float, ...], ...]:
+    """Per column, up to ``per_feature`` thresholds where the fraud rate changes most: the splits of a decision
+    tree with ``per_feature + 1`` leaves of at least ``min_leaf`` rows, fitted on that column alone. Only the
+    given ``columns`` get knots.
 
-    A training week holds only a few dozen very large amounts, too few for units started at random, whose
-    kinks fall where the bulk of the data lies, to learn how sharply risk rises among them. A piecewise-linear
-    start with knots in the tail lets the head learn that step; it stays a plain ``Linear`` layer, so the
-    architecture, the registry and the explainer are unchanged.
+    These are the knots of the head's :func:`models.network.knot_encoding`, found on the training week only.
 
-    >>> layer = nn.Linear(2, 3)
-    >>> start_amount_hinges(layer, 1, np.arange(11.0), (0.5, 0.9))
-    >>> layer.weight[:2].tolist(), layer.bias[:2].tolist()
-    ([[0.0, 1.0], [0.0, 1.0]], [-5.0, -9.0])
+    >>> x = np.array([[0.0, 1.0], [1.0, 1.0], [2.0, 1.0], [3.0, 1.0]])
+    >>> find_knots(x, np.array([0, 0, 1, 1]), columns=[0, 1], per_feature=3, min_leaf=1)
+    ((1.5,), ())
     """
-    if len(quantiles) > layer.out_features:
-        raise ModelError(f"{len(quantiles)} amount knots for a first layer of {layer.out_features} units")
-    knots = np.quantile(scaled, quantiles)
-    with torch.no_grad():
-        layer.weight[: len(knots)] = 0.0
-        layer.weight[: len(knots), column] = 1.0
-        layer.bias[: len(knots)] = torch.from_numpy(-knots).to(layer.bias.dtype)
+    knots = []
+    for index, column in enumerate(scaled.T):
+        if index not in columns or per_feature < 1:
+            knots.append(())
+            continue
+        tree = DecisionTreeClassifier(max_leaf_nodes=per_feature + 1, min_samples_leaf=min_leaf, random_state=0)
+        splits = tree.fit(column.reshape(-1, 1), labels).tree_
+        knots.append(tuple(sorted(float(value) for value in splits.threshold[splits.feature >= 0])))
+    return tuple(knots)
 
 
 def _logits(network: BehaviourModel, x: torch.Tensor, sequences: torch.Tensor) -> np.ndarray:
@@ -222,29 +229,29 @@ def fit(
     _check_inputs(x_valid, y_valid, len(names), "validation set")
     device = select_device(config.device)
     rng = np.random.default_rng(config.seed)
+    log_features = default_log_features(names)
+    transformed = log1p_columns(x_train.features, [names.index(name) for name in log_features])
+    scaler_mean = transformed.mean(axis=0)
+    scaler_scale = np.where(transformed.std(axis=0) > 0, transformed.std(axis=0), 1.0)
+    scaled = (transformed - scaler_mean) / scaler_scale
+    knot_columns = [names.index(name) for name in config.knot_features if name in names]
+    knots = find_knots(scaled, y_train, knot_columns, config.knots_per_feature, config.knot_min_leaf)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        network = BehaviourModel(len(names), config.hidden, len(SEQUENCE_STEP), config.summary_size)
-
+        network = BehaviourModel(len(names), config.hidden, len(SEQUENCE_STEP), config.summary_size, knots)
     artifact = ModelArtifact(
         version="",
         feature_names=names,
         network=network,
-        scaler_mean=np.zeros(len(names)),
-        scaler_scale=np.ones(len(names)),
+        scaler_mean=scaler_mean,
+        scaler_scale=scaler_scale,
         background=x_train[rng.choice(len(x_train), size=min(config.background_size, len(x_train)), replace=False)],
         threshold=0.5,
         label_delay_days=float(label_delay_days),
         data_range=dict(data_range or {}),
         trained_on=device.type,
-        log_features=default_log_features(names),
+        log_features=log_features,
     )
-    transformed = artifact.transform(x_train.features)
-    artifact.scaler_mean = transformed.mean(axis=0)
-    artifact.scaler_scale = np.where(transformed.std(axis=0) > 0, transformed.std(axis=0), 1.0)
-    if config.amount_knots and "amount" in names:
-        column = names.index("amount")
-        start_amount_hinges(network.head[0], column, artifact.scale(x_train.features)[:, column], config.amount_knots)
 
     network.to(device)
     result = _train(

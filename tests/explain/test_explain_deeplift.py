@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from explain import Background, DeepLift, ExplainError, summarise
+from models.network import build_network
 
 EXACT = 1e-10
 
@@ -24,6 +25,7 @@ MIXED = (
     lambda: nn.Sequential(nn.Linear(12, 24), nn.ReLU(), nn.Linear(24, 16), nn.Tanh(), nn.Linear(16, 8),
                           nn.LeakyReLU(0.1), nn.Linear(8, 8), nn.Softplus(), nn.Linear(8, 1)),
     lambda: nn.Sequential(nn.Linear(12, 32), nn.ReLU(), nn.Dropout(0.2), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 1)),
+    lambda: build_network(12, (16, 8), [(-0.5, 0.0, 0.7), (), (0.2,)]),  # the model's head with a knot encoding
     lambda: nn.Sequential(nn.Linear(12, 1)),
 )
 
@@ -48,7 +50,7 @@ def shap_reference(model: nn.Module, background: np.ndarray, x: np.ndarray) -> t
     return values, float(np.asarray(explainer.expected_value).reshape(-1)[0])
 
 
-@pytest.mark.parametrize("build", MIXED, ids=["mixed-activations", "relu-dropout", "linear"])
+@pytest.mark.parametrize("build", MIXED, ids=["mixed-activations", "relu-dropout", "knot-encoded", "linear"])
 def test_values_equal_shap_deep_explainer(build, rows):
     background, x = rows
     model = build()

@@ -7,15 +7,17 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from torch import nn
 
 from models.dataset import normalize
 from models.exceptions import ModelError
-from models.features import DAY, FEATURE_NAMES
-from models.network import ModelInputs
+from models.features import DAY, FEATURE_NAMES, SEQUENCE_STEP
+from models.network import BehaviourModel, FrozenLinear, ModelInputs
 from models.reference import population_stability
 from models.registry import load_artifact, reference_of, save_artifact
 from models.replay import replay_features
-from models.simulate import simulate
+from models.simulate import FRAUD_AMOUNT_THRESHOLD, simulate
 from models.train import TrainConfig, alert_threshold, fit, train_from_frame
 
 FAST = TrainConfig(hidden=(16, 8), epochs=4, batch_size=512)
@@ -96,20 +98,33 @@ def test_the_same_seed_gives_the_same_model(history):
     assert not np.allclose(same, other)
 
 
-def test_the_head_starts_with_hinges_of_the_amount_at_training_quantiles(history):
+def test_the_head_gets_the_training_weeks_sharpest_thresholds_as_steps(history, artifact):
     frame, features = history
-    y = frame["label"].to_numpy()
-    train, valid = slice(3000, 9000), slice(9000, 12000)
-    # a learning rate of 0 keeps the starting weights, so the hinges can be read back after training
-    model = fit(features[train], y[train], features[valid], y[valid], FEATURE_NAMES,
-                TrainConfig(hidden=(8,), epochs=1, lr=0.0, amount_knots=(0.5, 0.99)))
-    layer, column = model.network.head[0], FEATURE_NAMES.index("amount")
-    amounts = model.scale(features[train].features)[:, column]
-    expected = np.zeros((2, len(model.input_names)))
-    expected[:, column] = 1.0
-    np.testing.assert_array_equal(layer.weight[:2].detach().numpy(), expected)
-    np.testing.assert_allclose(layer.bias[:2].detach().numpy(), -np.quantile(amounts, [0.5, 0.99]), rtol=1e-6)
-    assert not np.allclose(layer.weight[2:, column].detach().numpy(), 1.0)  # the other units start at random
+    column = FEATURE_NAMES.index("amount")
+    knots = np.array(artifact.network.knots[column]) * artifact.scaler_scale[column] + artifact.scaler_mean[column]
+    # the simulator makes every amount above 220 a fraud: a knot falls between the last genuine amount and it
+    amounts, labels = frame["amount"].to_numpy(), frame["label"].to_numpy()
+    below = amounts[(amounts <= FRAUD_AMOUNT_THRESHOLD) & (labels == 0)].max()
+    above = amounts[amounts > FRAUD_AMOUNT_THRESHOLD].min()
+    assert np.any((knots > below) & (knots < above))
+    assert len(knots) <= FAST.knots_per_feature
+    unlisted = [index for index, name in enumerate(FEATURE_NAMES) if name not in FAST.knot_features]
+    assert all(artifact.network.knots[index] == () for index in unlisted)
+
+
+def test_the_knot_encoding_is_fixed_and_keeps_full_precision_under_autocast(history, artifact):
+    frame, features = history
+    encoding = [layer for layer in artifact.head if isinstance(layer, FrozenLinear)]
+    assert len(encoding) == 2 and not any(parameter.requires_grad for layer in encoding for parameter in layer.parameters())
+    # training left them as built: the same knots give the same layers
+    rebuilt = BehaviourModel(len(FEATURE_NAMES), FAST.hidden, len(SEQUENCE_STEP), FAST.summary_size, artifact.network.knots)
+    for trained, built in zip(encoding, [layer for layer in rebuilt.head if isinstance(layer, FrozenLinear)]):
+        assert torch.equal(trained.weight, built.weight) and torch.equal(trained.bias, built.bias)
+    inputs = torch.from_numpy(artifact.head_inputs(features[:500]))
+    exact = nn.Sequential(*artifact.head[:3])(inputs)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = nn.Sequential(*artifact.head[:3])(inputs)
+    assert mixed.dtype == torch.float32 and torch.equal(mixed, exact)
 
 
 def test_scale_log_transforms_counts_amount_ratios_and_gaps_only(artifact):
