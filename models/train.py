@@ -51,7 +51,8 @@ class TrainConfig:
     knots each) raised validation AP from 0.726 to 0.756 (seed 0; seeds 1 and 2 also 0.756 and 0.755, AUC
     0.893 to 0.893); knots on all 30 features scored 0.747, 15 knots a feature 0.755. With the knots, starting
     four first-layer units as hinges of the amount (the previous model's start) changed nothing (mean AP over
-    the three seeds 0.756 with and without), so every unit starts at random.
+    the three seeds 0.756 with and without), so every unit starts at random. A learning rate of 1e-3 instead
+    of 3e-3 raised AP on each seed (0.757 / 0.757 / 0.757) for AUC 0.891 / 0.889 / 0.894.
 
     ``device`` None picks CUDA when present. ``alert_rate`` is the share of validation transactions scored
     at or above the recommended threshold: 1 % is about 100 alerts a day on the handbook's data, the daily
@@ -61,7 +62,7 @@ class TrainConfig:
     hidden: tuple[int, ...] = (128, 64)
     epochs: int = 100
     batch_size: int = 1024
-    lr: float = 3e-3
+    lr: float = 1e-3
     weight_decay: float = 1e-4
     patience: int = 8
     seed: int = 0
