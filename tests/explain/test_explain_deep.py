@@ -117,9 +117,10 @@ def test_the_base_value_is_the_weighted_mean_logit_of_a_few_background_rows(expl
     with torch.no_grad():
         logits = artifact.head(torch.from_numpy(background.rows.astype(np.float32))).numpy().reshape(-1)
     assert explainer.base_value == pytest.approx(background.weights @ logits, abs=1e-5)
-    full = artifact.logits(artifact.background).mean()
-    # a summary, not the sample: its centres sit inside the clusters, where this network is less extreme
-    assert explainer.base_value == pytest.approx(full, abs=0.5), "a few centres stand in for the 200 sampled rows"
+    full = artifact.logits(artifact.background).astype(np.float64)
+    # a summary, not the sample: its centres sit inside the clusters, where this network is less extreme; they
+    # stand in for the 200 sampled rows to within a fifth of the spread of those rows' logits
+    assert explainer.base_value == pytest.approx(full.mean(), abs=0.2 * float(full.std())), "a few centres stand in for the sample"
 
 
 def test_reasons_are_ordered_by_absolute_contribution(explained):
