@@ -190,6 +190,9 @@ def _steps(network: nn.Module) -> list[_Linear | _Elementwise]:
         if isinstance(module, nn.Linear):
             weight = module.weight.detach().to("cpu", torch.float64).numpy().copy()
             bias = np.zeros(len(weight)) if module.bias is None else module.bias.detach().to("cpu", torch.float64).numpy().copy()
+            if steps and isinstance(steps[-1], _Linear):  # two Linear layers in a row are one: W2 (W1 x + b1) + b2
+                previous = steps.pop()
+                weight, bias = weight @ previous.weight, weight @ previous.bias + bias
             steps.append(_Linear(weight, bias))
         elif isinstance(module, ELEMENTWISE):
             activation = copy.deepcopy(module).to("cpu")
