@@ -77,6 +77,7 @@ class TrainConfig:
     )
     """Features whose thresholds the head gets as steps (:func:`find_knots`); empty for none."""
     knots_per_feature: int = 7
+    """Most knots a feature gets (a tree of one more leaf); 0 for none."""
     knot_min_leaf: int = 20
     """Fewest training transactions on each side of a knot."""
 
@@ -132,14 +133,11 @@ def find_knots(
     >>> find_knots(x, np.array([0, 0, 1, 1]), columns=[0, 1], per_feature=3, min_leaf=1)
     ((1.5,), ())
     """
-    knots = []
-    for index, column in enumerate(scaled.T):
-        if index not in columns or per_feature < 1:
-            knots.append(())
-            continue
+    knots: list[tuple[float, ...]] = [()] * scaled.shape[1]
+    for column in columns if per_feature >= 1 else ():
         tree = DecisionTreeClassifier(max_leaf_nodes=per_feature + 1, min_samples_leaf=min_leaf, random_state=0)
-        splits = tree.fit(column.reshape(-1, 1), labels).tree_
-        knots.append(tuple(sorted(float(value) for value in splits.threshold[splits.feature >= 0])))
+        splits = tree.fit(scaled[:, [column]], labels).tree_
+        knots[column] = tuple(sorted(float(value) for value in splits.threshold[splits.feature >= 0]))
     return tuple(knots)
 
 
