@@ -25,6 +25,7 @@ from models.exceptions import ModelError
 from models.network import ModelArtifact, ModelInputs
 from models.registry import load_artifact
 from stream import metrics
+from stream.batch_producer import BatchedTable, send_batched
 from stream.codec import AvroCodec, register_faust_codecs
 from stream.consumer import WorkerApp
 from stream.logs import keep_payloads_out_of_logs
@@ -205,7 +206,6 @@ def create_app(settings: Settings) -> faust.App:
     feedback = topic(settings.feedback_topic)
     by_terminal = topic(f"{settings.app_id}-by-terminal", internal=True)
     by_card = topic(f"{settings.app_id}-by-card", internal=True)
-    decisions = topic(settings.decisions_topic)
     alerts = topic(settings.alerts_topic)
     dead_letters = topic(settings.dead_letter_topic)
 
@@ -213,8 +213,9 @@ def create_app(settings: Settings) -> faust.App:
     # stream.repartition), not the partition of whichever event in a batch happened to be current.
     # Keys are the card or terminal id's bytes; values are JSON state dicts.
     table_options = {"partitions": settings.partitions, "use_partitioner": True, "key_type": bytes}
-    terminal_states = app.Table("terminal-state", **table_options)
-    card_states = app.Table("card-state", **table_options)
+    # Stages write through BatchedTable: each batch's changelog messages go out as record batches.
+    terminal_states = BatchedTable(app.Table("terminal-state", **table_options))
+    card_states = BatchedTable(app.Table("card-state", **table_options))
 
     def send_rejects(rejects: list[Reject], source: str) -> None:
         for reject in rejects:
@@ -270,6 +271,7 @@ def create_app(settings: Settings) -> faust.App:
         async for values in take_repartitioned(stream):
             started = time.perf_counter()
             enriched = apply_card_stage(to_cards.read(values), card_states)
+            await card_states.flush(app)
             send_repartitioned(by_terminal, to_terminals.messages(map(terminal_event, enriched), key=terminal_of))
             metrics.BATCH_SECONDS.labels("card").observe(time.perf_counter() - started)
 
@@ -282,10 +284,11 @@ def create_app(settings: Settings) -> faust.App:
         async for values in take_repartitioned(stream):
             started = time.perf_counter()
             outcome = apply_terminal_stage(to_terminals.read(values), terminal_states, label_delay_days)
+            await terminal_states.flush(app)
             with metrics.SCORE_BATCH_SECONDS.time():
                 batch = await serving.score(outcome.transactions, outcome.inputs)
-            for decision in batch.decisions:
-                decisions.send_soon(key=decision["tx_id"].encode(), value=codecs["Decision"].encode(decision))
+            encode = codecs["Decision"].encode
+            await send_batched(app, settings.decisions_topic, ((decision["tx_id"].encode(), encode(decision)) for decision in batch.decisions))
             for alert in batch.alerts:
                 alerts.send_soon(key=alert["tx_id"].encode(), value=codecs["Alert"].encode(alert))
             metrics.LABELS.labels("applied").inc(outcome.labels_applied)
