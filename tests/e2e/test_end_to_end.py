@@ -24,6 +24,7 @@ from stream.local import LocalServices
 from stream.metrics import sample_total, scrape
 from stream.privacy import DEMO_KEY, Tokenizer
 from stream.producer import produce, replay_events, send_raw, transaction_record
+from stream.repartition import partition_for
 from stream.topics import create_topics
 
 pytestmark = pytest.mark.e2e
@@ -131,6 +132,12 @@ def test_transactions_are_scored_explained_and_audited(
     assert {alert["tx_id"] for alert in decoded} == expected_alerts
     assert all(message.key.decode() == alert["tx_id"] for message, alert in zip(all_alerts, decoded))
     assert alerts
+
+    # Decisions leave in record batches (stream/batch_producer.py): one message each, keyed by tx_id, on the
+    # partition Kafka's default partitioner gives that key, as a consumer that relies on keys expects.
+    decision_messages = consume_all(settings.bootstrap_servers, settings.decisions_topic, len(frame))
+    assert sorted(message.key.decode() for message in decision_messages) == sorted(frame["tx_id"])
+    assert all(message.partition == partition_for(message.key, settings.partitions) for message in decision_messages)
 
     sums = query(
         settings.audit_dir,
