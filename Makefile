@@ -27,8 +27,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/audit_writer.py --sequence
 	$(BIN)/python bench/audit_query.py
 	$(BIN)/python bench/worker_throughput.py --events 50000
-	$(BIN)/python bench/latency.py --seconds 60 --batch-within 0.002 --linger 0.001 --fetch-wait 0.01
+	$(BIN)/python bench/latency.py --seconds 30 --fetch-wait 0.01
 	$(BIN)/python bench/fetch_wait.py
+	$(BIN)/python bench/scale_out.py
 
 clean:
 	rm -rf $(VENV) var
