@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import faust
 from faust.types import TP
 
+from stream import metrics
 from stream.repartition import partition_for
 
 logger = logging.getLogger(__name__)
@@ -59,7 +60,9 @@ async def send_batched(app: faust.App, topic: str, messages: Iterable[Message]) 
 
 
 def _log_failure(delivered: asyncio.Future, topic: str) -> None:
+    """Log and count a batch the producer gave up on (after its retries), as Faust does a failed send."""
     if not delivered.cancelled() and delivered.exception() is not None:
+        metrics.UNDELIVERED.labels(topic).inc()
         logger.error("a record batch for %s was not delivered: %s", topic, delivered.exception())
 
 

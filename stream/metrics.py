@@ -16,6 +16,7 @@ DEAD_LETTERS = Counter("riskstream_dead_letters_total", "Input events rejected t
 DECISIONS = Counter("riskstream_decisions_total", "Transactions scored", registry=REGISTRY)
 ALERTS = Counter("riskstream_alerts_total", "Alerts sent", registry=REGISTRY)
 LABELS = Counter("riskstream_labels_total", "Feedback labels by outcome (applied; pending: waiting for their transaction; unroutable: no terminal)", ["outcome"], registry=REGISTRY)
+UNDELIVERED = Counter("riskstream_undelivered_batches_total", "Record batches (decisions, state writes) the broker never acknowledged, by topic", ["topic"], registry=REGISTRY)
 EXPLANATION_GAPS = Counter("riskstream_explanation_gap_flagged_total", "Alerts sent flagged: explaining failed or the reasons do not add up within tolerance", registry=REGISTRY)
 BATCH_SECONDS = Histogram(
     "riskstream_batch_seconds",
@@ -86,6 +87,7 @@ __all__ = [
     "MODEL_SWITCHES",
     "REGISTRY",
     "SCORE_BATCH_SECONDS",
+    "UNDELIVERED",
     "ConsumerLag",
     "sample_total",
     "scrape",

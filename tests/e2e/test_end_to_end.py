@@ -113,10 +113,11 @@ def test_transactions_are_scored_explained_and_audited(
     assert sorted(message.value for message in dead) == sorted(bad)
     assert sample_total(exposition, "riskstream_dead_letters_total") == len(bad)
     assert sample_total(exposition, "riskstream_decisions_total") == len(frame)
+    assert sample_total(exposition, "riskstream_undelivered_batches_total") == 0
     assert all(dict(message.headers).get("reason") for message in dead)
     assert health == {"status": "ok"}
     assert ready["status"] == "ready" and all(ready["checks"].values())
-    for metric in ("riskstream_events_total", "riskstream_alerts_total", "riskstream_explanation_gap_flagged_total", "riskstream_score_batch_seconds", "riskstream_consumer_lag"):
+    for metric in ("riskstream_events_total", "riskstream_alerts_total", "riskstream_explanation_gap_flagged_total", "riskstream_score_batch_seconds", "riskstream_consumer_lag", "riskstream_undelivered_batches_total"):
         assert f"# TYPE {metric} " in exposition
     assert 'riskstream_consumer_lag{partition="0",topic="e2e-transactions"}' in exposition
     assert sample_total(exposition, "riskstream_score_batch_seconds_count") > 0
