@@ -11,9 +11,19 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import faust
+from faust.exceptions import ConsumerNotStarted
+from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from stream import metrics
+
+
+def _assignment(app: faust.App) -> set[TP]:
+    """The partitions the worker owns; none while its consumer has not started (a scrape during start-up)."""
+    try:
+        return set(app.consumer.assignment())
+    except ConsumerNotStarted:
+        return set()
 
 
 def consumer_lag(app: faust.App) -> Iterator[tuple[str, int, int]]:
@@ -23,7 +33,7 @@ def consumer_lag(app: faust.App) -> Iterator[tuple[str, int, int]]:
     keeps the last offset read per partition only in its consumer's ``_read_offset``; no public call gives it.
     """
     consumer = app.consumer
-    for tp in sorted(consumer.assignment()):
+    for tp in sorted(_assignment(app)):
         highwater = consumer.highwater(tp)
         read = consumer._read_offset.get(tp)
         if highwater is not None and read is not None:
@@ -34,7 +44,7 @@ def readiness(app: faust.App, model_loaded: Callable[[], bool]) -> dict[str, boo
     """The readiness checks, each True when it passes."""
     return {
         "model_loaded": model_loaded(),
-        "partitions_assigned": bool(app.consumer.assignment()),
+        "partitions_assigned": bool(_assignment(app)),
         "not_rebalancing": not app.rebalancing,
     }
 

@@ -10,11 +10,12 @@ import pytest
 from aiokafka.errors import KafkaTimeoutError
 
 from stream.batch_producer import _log_failure
-from stream.metrics import REGISTRY
+from stream.metrics import UNDELIVERED
 
 
 def undelivered(topic: str) -> float:
-    return REGISTRY.get_sample_value("riskstream_undelivered_batches_total", {"topic": topic}) or 0.0
+    return sum(sample.value for family in UNDELIVERED.collect() for sample in family.samples
+               if sample.name.endswith("_total") and sample.labels == {"topic": topic})
 
 
 def test_a_batch_the_broker_never_acknowledged_is_counted_and_logged(caplog: pytest.LogCaptureFixture) -> None:
