@@ -5,7 +5,7 @@ aiokafka's per-message path into its accumulator), more than the work riskstream
 transaction produced three such messages: its decision and two state writes (changelog messages). A batch's
 messages for one partition go instead into one aiokafka record batch (``create_batch``, ``send_batch``), at a
 few microseconds a record. Partitions follow the key as Kafka's default partitioner places it
-(``stream.repartition.partition_for``), where ``send_soon`` would have put them.
+(``stream.repartition.by_partition``), where ``send_soon`` would have put them.
 
 The batches go through Faust's own aiokafka producer, which Faust flushes before every offset commit, so a
 source offset is committed only once the messages produced from it were sent: at-least-once, as before.
@@ -16,13 +16,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Iterator, MutableMapping
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 import faust
 from faust.types import TP
 
 from stream import metrics
-from stream.repartition import partition_for
+from stream.repartition import by_partition
 
 logger = logging.getLogger(__name__)
 
@@ -40,20 +41,16 @@ class SentBatch(NamedTuple):
 async def send_batched(app: faust.App, topic: str, messages: Iterable[Message]) -> list[SentBatch]:
     """Send ``messages`` to ``topic``, each partition's in one record batch (or several, when one fills up)."""
     producer = app.producer._ensure_producer()  # the aiokafka producer under Faust's (a private attribute)
-    partitions = len(await producer.partitions_for(topic))
-    groups: dict[int, list[Message]] = {}
-    for message in messages:
-        groups.setdefault(partition_for(message[0], partitions), []).append(message)
+    groups = by_partition(messages, itemgetter(0), len(await producer.partitions_for(topic)))
     sent = []
     for partition, group in groups.items():
-        batch, records = producer.create_batch(), 0
+        batch = producer.create_batch()
         for key, value in group:
             if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it, start the next
-                sent.append(SentBatch(partition, records, await producer.send_batch(batch, topic, partition=partition)))
-                batch, records = producer.create_batch(), 0
+                sent.append(SentBatch(partition, batch.record_count(), await producer.send_batch(batch, topic, partition=partition)))
+                batch = producer.create_batch()
                 batch.append(key=key, value=value, timestamp=None)  # a batch takes its first record whatever its size
-            records += 1
-        sent.append(SentBatch(partition, records, await producer.send_batch(batch, topic, partition=partition)))
+        sent.append(SentBatch(partition, batch.record_count(), await producer.send_batch(batch, topic, partition=partition)))
     for one in sent:
         one.delivered.add_done_callback(lambda future, topic=topic: _log_failure(future, topic))
     return sent

@@ -32,6 +32,18 @@ def partition_for(key: bytes, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
+def by_partition(items: Iterable[Item], key: Callable[[Item], bytes], partitions: int) -> dict[int, list[Item]]:
+    """``items`` grouped by the partition of their key (:func:`partition_for`), each group in order.
+
+    >>> by_partition([b"c", b"d", b"c"], key=lambda item: item, partitions=4)
+    {2: [b'c', b'c'], 1: [b'd']}
+    """
+    groups: dict[int, list[Item]] = {}
+    for item in items:
+        groups.setdefault(partition_for(key(item), partitions), []).append(item)
+    return groups
+
+
 class Repartition:
     """The messages of one internal topic: records grouped by their key's partition, and read back in order.
 
@@ -53,9 +65,7 @@ class Repartition:
     def messages(self, records: Iterable[Item], key: Callable[[Item], str]) -> list[tuple[int, bytes]]:
         """``(partition, value)`` per partition that ``records`` go to, each value holding its records in order
         (split into messages of at most ``max_records``)."""
-        groups: dict[int, list[Item]] = {}
-        for record in records:
-            groups.setdefault(partition_for(key(record).encode(), self.partitions), []).append(record)
+        groups = by_partition(records, lambda record: key(record).encode(), self.partitions)
         return [
             (partition, self.codec.encode({"events": events[start : start + self.max_records]}))
             for partition, events in groups.items()
