@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
@@ -439,7 +440,7 @@ def card_step(state: CardState, time: float, amount: float, tx_id: str, terminal
     return reading
 
 
-def terminal_step(state: TerminalState, time: float, tx_id: str, amount: float, card: list[float], label_delay_days: float) -> list[float]:
+def terminal_step(state: TerminalState, time: float, tx_id: str, amount: float, card: Sequence[float], label_delay_days: float) -> list[float]:
     """Terminal features of a transaction, then the transaction recorded with how unusual its amount was for its
     card (``card``: its card features): the one order both paths use."""
     values = state.features(time, label_delay_days)
@@ -453,7 +454,7 @@ def calendar_features(time: float) -> list[float]:
     return [float(moment.weekday() >= 5), float(moment.hour <= 6)]
 
 
-def feature_vector(time: float, amount: float, card: list[float], terminal: list[float]) -> list[float]:
+def feature_vector(time: float, amount: float, card: Sequence[float], terminal: list[float]) -> list[float]:
     """The model's input row, in ``FEATURE_NAMES`` order."""
     return [amount, *calendar_features(time), *card, *terminal]
 

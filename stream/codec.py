@@ -62,10 +62,13 @@ WireFormat = Literal["auto", "plain", "confluent"]
 NAMESPACE = "riskstream"
 SCHEMA_DIR = Path(__file__).with_name("schemas")
 
-#: Confluent schema ids used when no registry is given; fixed, so producers and consumers agree.
+#: Confluent schema ids used when no registry is given; fixed, so producers and consumers agree. An internal
+#: record whose layout changes takes a new id and its old one is retired, so that a message left over from an
+#: older version fails to decode (``unknown_schema_id``) instead of being misread: 5, 6 and 8 were the
+#: terminal-event records before card readings were packed as bytes.
 DEFAULT_SCHEMA_IDS: Mapping[int, str] = MappingProxyType(
-    {1: "Transaction", 2: "Feedback", 3: "Decision", 4: "Alert", 5: "TerminalEvent", 6: "EnrichedTransaction",
-     7: "TransactionBatch", 8: "TerminalEventBatch"}
+    {1: "Transaction", 2: "Feedback", 3: "Decision", 4: "Alert", 7: "TransactionBatch", 9: "TerminalEvent",
+     10: "EnrichedTransaction", 11: "TerminalEventBatch"}
 )
 
 #: Messages larger than this are refused unread (a corrupt length could otherwise cost memory).

@@ -14,8 +14,9 @@ interleaving that re-keying by terminal causes cannot change them.
 from __future__ import annotations
 
 import logging
+import struct
 import time
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, Protocol, TypeVar
 
@@ -99,6 +100,22 @@ class _BatchStates(Generic[State]):
             self._table[key] = state.to_dict()
 
 
+def enriched_transaction(transaction: Record, card_features: Sequence[float], card_sequence: Sequence[float]) -> Record:
+    """An ``EnrichedTransaction`` record: the card reading packed as the terminal stage reads it (float64 features,
+    float32 sequence, little-endian), which encodes and decodes several times faster than arrays of doubles."""
+    return {
+        "transaction": transaction,
+        "card_features": struct.pack(f"<{len(card_features)}d", *card_features),
+        "card_sequence": np.asarray(card_sequence, dtype="<f4").tobytes(),  # rounded as the model's input always was
+    }
+
+
+def card_features_of(enriched: Record) -> tuple[float, ...]:
+    """The card features an :func:`enriched_transaction` carries, exactly as the card stage read them."""
+    packed = enriched["card_features"]
+    return struct.unpack(f"<{len(packed) // 8}d", packed)
+
+
 def apply_card_stage(transactions: Iterable[Record], table: StateTable) -> list[Record]:
     """Card features and recent sequence of each transaction, in order, updating the card's state: enriched
     transactions. Each card's state is read and written once per batch (:class:`_BatchStates`)."""
@@ -109,7 +126,7 @@ def apply_card_stage(transactions: Iterable[Record], table: StateTable) -> list[
         reading = card_step(
             state, transaction["event_time"] / 1000.0, transaction["amount"], transaction["tx_id"], transaction["terminal_id"]
         )
-        enriched.append({"transaction": transaction, "card_features": reading.features, "card_sequence": reading.sequence})
+        enriched.append(enriched_transaction(transaction, reading.features, reading.sequence))
     states.write_back()
     return enriched
 
@@ -139,7 +156,8 @@ class TerminalOutcome:
 
     transactions: list[Record] = field(default_factory=list)
     features: list[list[float]] = field(default_factory=list)
-    sequences: list[list[float]] = field(default_factory=list)
+    sequences: list[bytes] = field(default_factory=list)
+    """Packed float32, as :func:`enriched_transaction` carries them."""
     labels_applied: int = 0
     labels_pending: int = 0
 
@@ -148,7 +166,7 @@ class TerminalOutcome:
         """The model inputs, one row per transaction: features in ``FEATURE_NAMES`` order and card sequences."""
         return ModelInputs(
             np.asarray(self.features, dtype=np.float64).reshape(-1, len(FEATURE_NAMES)),
-            np.asarray(self.sequences, dtype=np.float32).reshape(-1, SEQUENCE_LENGTH, len(SEQUENCE_STEP)),
+            np.frombuffer(b"".join(self.sequences), dtype="<f4").astype(np.float32).reshape(-1, SEQUENCE_LENGTH, len(SEQUENCE_STEP)),
         )
 
 
@@ -170,9 +188,10 @@ def apply_terminal_stage(events: Iterable[Record], table: StateTable, label_dela
             transaction = enriched["transaction"]
             state = states[transaction["terminal_id"]]
             seconds = transaction["event_time"] / 1000.0
-            terminal = terminal_step(state, seconds, transaction["tx_id"], transaction["amount"], enriched["card_features"], label_delay_days)
+            card = card_features_of(enriched)
+            terminal = terminal_step(state, seconds, transaction["tx_id"], transaction["amount"], card, label_delay_days)
             outcome.transactions.append(transaction)
-            outcome.features.append(feature_vector(seconds, transaction["amount"], enriched["card_features"], terminal))
+            outcome.features.append(feature_vector(seconds, transaction["amount"], card, terminal))
             outcome.sequences.append(enriched["card_sequence"])
     states.write_back()
     return outcome
@@ -294,7 +313,9 @@ __all__ = [
     "TerminalOutcome",
     "apply_card_stage",
     "apply_terminal_stage",
+    "card_features_of",
     "decode_valid",
+    "enriched_transaction",
     "terminal_event",
     "terminal_of",
 ]

@@ -89,10 +89,10 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "reasons": [REASON, {**REASON, "feature": "card_tx_count_1d", "contribution": 0.5}],
     },
     "TerminalEvent": {"transaction": None, "feedback": FEEDBACK},
-    "EnrichedTransaction": {"transaction": TRANSACTION, "card_features": [1.0, 20.0, 3.0, 15.5, 9.0, 18.25], "card_sequence": [1.0, 0.5, 2.3, 0.0]},
+    "EnrichedTransaction": {"transaction": TRANSACTION, "card_features": bytes(range(48)), "card_sequence": bytes(16)},
     "TransactionBatch": {"events": [TRANSACTION, {**TRANSACTION, "tx_id": "tx-2"}]},
     "TerminalEventBatch": {"events": [{"transaction": None, "feedback": FEEDBACK},
-                                      {"transaction": {"transaction": TRANSACTION, "card_features": [1.0], "card_sequence": []}, "feedback": None}]},
+                                      {"transaction": {"transaction": TRANSACTION, "card_features": bytes(8), "card_sequence": b""}, "feedback": None}]},
 }
 SCHEMAS = sorted(SAMPLES)
 
@@ -116,12 +116,22 @@ def test_confluent_header_names_the_schema_id(name):
     assert data[5:] == AvroCodec(name, "plain").encode(SAMPLES[name])
 
 
+@pytest.mark.parametrize("retired", [5, 6, 8])
+def test_an_internal_message_of_a_retired_layout_is_refused_not_misread(retired):
+    """Terminal events written before card readings were packed carried arrays of doubles under ids 5, 6, 8."""
+    codec = AvroCodec("TerminalEventBatch", "confluent")
+    body = codec.encode(SAMPLES["TerminalEventBatch"])[5:]
+    with pytest.raises(EventDecodeError) as caught:
+        codec.decode(b"\x00" + retired.to_bytes(4, "big") + body)
+    assert caught.value.reason == "unknown_schema_id"
+
+
 def test_terminal_event_with_a_transaction_and_defaults_filled():
     codec = AvroCodec("TerminalEvent")
     minimal = {k: TRANSACTION[k] for k in list(TRANSACTION)[:5]}
-    decoded = codec.decode(codec.encode({"transaction": {"transaction": minimal, "card_features": [1.0]}}))
+    decoded = codec.decode(codec.encode({"transaction": {"transaction": minimal, "card_features": bytes(8), "card_sequence": b""}}))
     assert decoded["feedback"] is None
-    assert decoded["transaction"]["card_features"] == [1.0]
+    assert decoded["transaction"]["card_features"] == bytes(8)
     assert decoded["transaction"]["transaction"]["currency"] == "EUR"
     assert decoded["transaction"]["transaction"]["channel"] is None
 

@@ -16,7 +16,7 @@ from models.network import ModelInputs
 from models.replay import replay_features
 from models.train import TrainConfig, train_from_frame
 from stream.codec import AvroCodec
-from stream.pipeline import Scorer, apply_card_stage, apply_terminal_stage, decode_valid, terminal_event, terminal_of
+from stream.pipeline import Scorer, apply_card_stage, apply_terminal_stage, decode_valid, enriched_transaction, terminal_event, terminal_of
 from stream.privacy import DEMO_KEY, Tokenizer
 from stream.repartition import Repartition
 from stream.producer import replay_events, transaction_record
@@ -90,8 +90,8 @@ def test_each_key_is_written_once_per_batch(small_frame: pd.DataFrame) -> None:
 
 def test_terminal_events_encode_as_plain_records() -> None:
     codec = AvroCodec("TerminalEvent")
-    enriched = {"transaction": transaction_record(pd.Series({"tx_id": "t1", "time": 0.0, "card_id": "c", "terminal_id": "T", "amount": 5.0})),
-                "card_features": [0.5] * 14, "card_sequence": [0.25] * 32}
+    enriched = enriched_transaction(transaction_record(pd.Series({"tx_id": "t1", "time": 0.0, "card_id": "c", "terminal_id": "T", "amount": 5.0})),
+                                    [0.5] * 14, [0.25] * 32)
     label = {"tx_id": "t1", "is_fraud": True, "source": "analyst", "reported_at": 1000, "card_id": None, "terminal_id": "T"}
     for named, plain in ((terminal_event(enriched), {"transaction": enriched, "feedback": None}),
                          (terminal_event(feedback=label), {"transaction": None, "feedback": label})):
@@ -102,7 +102,7 @@ def test_terminal_events_encode_as_plain_records() -> None:
 def test_labels_reach_terminal_state_and_early_ones_wait_for_their_transaction() -> None:
     table: dict = {}
     transaction = {"tx_id": "t1", "event_time": 0, "card_id": "c", "terminal_id": "T", "amount": 5.0}
-    enriched = {"transaction": transaction, "card_features": [0.0] * 14, "card_sequence": [0.0] * 32}
+    enriched = enriched_transaction(transaction, [0.0] * 14, [0.0] * 32)
     apply_terminal_stage([{"transaction": enriched, "feedback": None}], table, 7)
     feedback = {"tx_id": "t1", "is_fraud": True, "terminal_id": "T", "reported_at": 1000}
     early = {"tx_id": "t2", "is_fraud": True, "terminal_id": "T", "reported_at": 2000}

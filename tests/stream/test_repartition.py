@@ -7,7 +7,7 @@ import random
 from aiokafka.partitioner import DefaultPartitioner
 from kafka.partitioner import murmur2 as kafka_python_murmur2
 
-from stream.pipeline import terminal_event, terminal_of
+from stream.pipeline import card_features_of, enriched_transaction, terminal_event, terminal_of
 from stream.repartition import Repartition, partition_for
 
 
@@ -45,12 +45,12 @@ def test_terminal_events_carry_labels_and_enriched_transactions() -> None:
     terminals = Repartition("TerminalEventBatch", partitions=8)
     label = {"tx_id": "t1", "is_fraud": True, "source": "analyst", "reported_at": 1000, "card_id": None, "terminal_id": "T"}
     transaction = {"tx_id": "t2", "event_time": 5, "card_id": "c", "terminal_id": "T", "amount": 2.5}
-    enriched = {"transaction": transaction, "card_features": [0.5, 1.0], "card_sequence": [0.25]}
+    enriched = enriched_transaction(transaction, [0.5, 1.0], [0.25])
     [(partition, value)] = terminals.messages([terminal_event(feedback=label)], key=terminal_of)
     [(same, other)] = terminals.messages([terminal_event(enriched)], key=terminal_of)
     assert partition == same == partition_for(b"T", 8)
     [read_label, read_enriched] = terminals.read([value, other])
     assert read_label == {"transaction": None, "feedback": label}
     assert read_enriched["feedback"] is None
-    assert read_enriched["transaction"]["card_features"] == [0.5, 1.0]
+    assert card_features_of(read_enriched["transaction"]) == (0.5, 1.0)
     assert read_enriched["transaction"]["transaction"]["tx_id"] == "t2"
