@@ -62,9 +62,7 @@ def send_steadily(settings: Settings, records: list[dict], rate: float) -> dict[
 
 def hop_medians(settings: Settings, sent: dict[str, float]) -> dict[str, float]:
     """Median ms at which the steady transactions reached each topic on their way (Kafka's timestamps)."""
-    stages = {"re-keyed by card (ingest)": (f"{settings.app_id}-by-card", Repartition("TransactionBatch", settings.partitions),
-                                            lambda record: record),
-              "re-keyed by terminal (card stage)": (f"{settings.app_id}-by-terminal", Repartition("TerminalEventBatch", settings.partitions),
+    stages = {"re-keyed by terminal (card stage)": (f"{settings.app_id}-by-terminal", Repartition("TerminalEventBatch", settings.partitions),
                                                     lambda record: (record["transaction"] or {}).get("transaction") or {})}
     medians = {}
     for label, (topic, repartition, transaction_of) in stages.items():

@@ -8,10 +8,10 @@ and on the same topic:
 
 - a Faust worker whose one agent only counts (``bench/counting_agent.py``): events/s from its first event to
   its last;
-- the riskstream worker (``faust -A stream.app worker``: ingest, card stage, terminal stage with the model
-  and SHAP reasons on alerts, decisions and alerts sent) beside the audit writer, as ``stream.local`` runs
-  them: events/s from the moment the worker is ready (model loaded) or its first transaction re-keyed by
-  card, whichever is later, to the last decision on the decisions topic (Kafka's message timestamps), and
+- the riskstream worker (``faust -A stream.app worker``: ingest and card stage, terminal stage with the
+  model and SHAP reasons on alerts, decisions and alerts sent) beside the audit writer, as ``stream.local``
+  runs them: events/s from the moment the worker is ready (model loaded) or its first transaction re-keyed by
+  terminal, whichever is later, to the last decision on the decisions topic (Kafka's message timestamps), and
   a check that every transaction has a decision in the audit store. The stages start while the model
   loads, so the work they did before it counts toward the rate: a slight overestimate.
 
@@ -96,7 +96,7 @@ def worker_rate(broker: EmbeddedBroker, transactions_topic: str, threshold: floa
         stored = services.wait_for_decisions(expected, timeout_s=120)
     decisions = read_topic(settings, settings.decisions_topic)
     # The stages start while the model loads; the clock starts when both have happened.
-    first_in = max(min(message.timestamp for message in read_topic(settings, f"{settings.app_id}-by-card")), ready_at[0])
+    first_in = max(min(message.timestamp for message in read_topic(settings, f"{settings.app_id}-by-terminal")), ready_at[0])
     last_out = max(message.timestamp for message in decisions)
     return {
         "rate": expected / ((last_out - first_in) / 1000.0),

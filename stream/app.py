@@ -25,14 +25,14 @@ from models.exceptions import ModelError
 from models.network import ModelArtifact, ModelInputs
 from models.registry import load_artifact
 from stream import metrics
-from stream.batch_producer import BatchedTable, send_batched
+from stream.batch_producer import BatchedTable, partition_count, send_batched
 from stream.codec import AvroCodec, register_faust_codecs
 from stream.consumer import WorkerApp
 from stream.logs import keep_payloads_out_of_logs
 from stream.pipeline import Reject, ScoredBatch, Scorer, apply_card_stage, apply_terminal_stage, decode_valid, terminal_event, terminal_of
 from stream.probes import add_probes
 from stream.recovery import FetchedEndTableManager
-from stream.repartition import Repartition
+from stream.repartition import Repartition, partition_for
 from stream.rollout import Pointers, add_shadow_scores, read_pointers
 from stream.security import faust_credentials
 from stream.privacy import Tokenizer, load_tokenizer
@@ -163,6 +163,14 @@ def _score(scorer: Scorer, shadow: ModelArtifact | None, transactions: list[dict
     return batch
 
 
+def _values_by_partition(events: list[faust.EventT]) -> dict[int, list[bytes]]:
+    """A batch's message values by the partition they came from, each partition's in order."""
+    values: dict[int, list[bytes]] = {}
+    for event in events:
+        values.setdefault(event.message.partition, []).append(event.value)
+    return values
+
+
 def create_app(settings: Settings) -> faust.App:
     """Build the worker's app: ingest → card stage → terminal stage (which scores), plus its operational pages.
 
@@ -240,18 +248,50 @@ def create_app(settings: Settings) -> faust.App:
         for partition, value in messages:
             topic.send_soon(key=None, value=value, partition=partition)
 
+    async def card_stage(transactions: list[dict]) -> None:
+        """Card features in each card's order, then each transaction re-keyed by terminal."""
+        if not transactions:
+            return
+        started = time.perf_counter()
+        enriched = apply_card_stage(transactions, card_states)
+        await card_states.flush(app)
+        send_repartitioned(by_terminal, to_terminals.messages(map(terminal_event, enriched), key=terminal_of))
+        metrics.BATCH_SECONDS.labels("card").observe(time.perf_counter() - started)
+
+    async def transactions_copartitioned() -> bool:
+        """Whether the transactions topic has the stage topics' partition count (from the brokers' metadata)."""
+        count = await partition_count(app, settings.transactions_topic)
+        if count != settings.partitions:
+            logger.warning("%s has %d partitions, not %d: every transaction is re-keyed by card first (one more hop)",
+                           settings.transactions_topic, count, settings.partitions)
+        return count == settings.partitions
+
     @app.agent(transactions, name="ingest-transactions")
     async def ingest_transactions(stream: faust.StreamT) -> None:
-        """Decode and validate transactions and re-key them by card; reject the rest to dead letters.
+        """Decode and validate transactions (the rest to dead letters), then the card stage for those that are on
+        their card's partition; the others are re-keyed by card first.
 
-        A producer that keys by card keeps each card's events in order all the way to the card stage.
+        riskstream's producer keys each transaction by its card, so on a transactions topic partitioned like the
+        stage topics (as ``riskstream create-topics`` makes it) each transaction is on its card state's partition,
+        which Faust assigns to the same worker (it assigns topics of equal partition counts together): re-keying
+        would only copy it to the same partition of another topic. On a topic of another partition count no
+        partition is sure to be co-assigned, so all are re-keyed. Which of the two holds is decided once, at start:
+        a card whose transactions took both paths could see them out of order.
         """
-        async for raws in take(stream):
+        copartitioned = await transactions_copartitioned()
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
             now_ms = int(time.time() * 1000)
-            records, rejects = decode_valid(raws, codecs["Transaction"], partial(validate_transaction, now_ms=now_ms))
-            send_rejects(rejects, settings.transactions_topic)
-            send_repartitioned(by_card, to_cards.messages(records, key=itemgetter("card_id")))
-            metrics.EVENTS.labels(settings.transactions_topic).inc(len(records))
+            validate = partial(validate_transaction, now_ms=now_ms)
+            at_home, away = [], []
+            for partition, raws in _values_by_partition(events).items():
+                records, rejects = decode_valid(raws, codecs["Transaction"], validate)
+                send_rejects(rejects, settings.transactions_topic)
+                for record in records:
+                    home = copartitioned and partition_for(record["card_id"].encode(), settings.partitions) == partition
+                    (at_home if home else away).append(record)
+                metrics.EVENTS.labels(settings.transactions_topic).inc(len(records))
+            send_repartitioned(by_card, to_cards.messages(away, key=itemgetter("card_id")))
+            await card_stage(at_home)
 
     @app.agent(feedback, name="ingest-feedback")
     async def ingest_feedback(stream: faust.StreamT) -> None:
@@ -266,14 +306,10 @@ def create_app(settings: Settings) -> faust.App:
             metrics.EVENTS.labels(settings.feedback_topic).inc(len(records))
 
     @app.agent(by_card, name="card-stage")
-    async def card_stage(stream: faust.StreamT) -> None:
-        """Card features in each card's order, then each transaction re-keyed by terminal."""
+    async def rekeyed_card_stage(stream: faust.StreamT) -> None:
+        """The card stage for transactions that arrived on another partition than their card's."""
         async for values in take_repartitioned(stream):
-            started = time.perf_counter()
-            enriched = apply_card_stage(to_cards.read(values), card_states)
-            await card_states.flush(app)
-            send_repartitioned(by_terminal, to_terminals.messages(map(terminal_event, enriched), key=terminal_of))
-            metrics.BATCH_SECONDS.labels("card").observe(time.perf_counter() - started)
+            await card_stage(to_cards.read(values))
 
     @app.agent(by_terminal, name="terminal-stage")
     async def terminal_stage(stream: faust.StreamT) -> None:

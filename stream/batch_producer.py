@@ -38,10 +38,19 @@ class SentBatch(NamedTuple):
     delivered: asyncio.Future
 
 
+def _aiokafka_producer(app: faust.App) -> Any:
+    return app.producer._ensure_producer()  # the aiokafka producer under Faust's (a private attribute)
+
+
+async def partition_count(app: faust.App, topic: str) -> int:
+    """How many partitions ``topic`` has, from the brokers' metadata (waits for it; cached by the client)."""
+    return len(await _aiokafka_producer(app).partitions_for(topic))
+
+
 async def send_batched(app: faust.App, topic: str, messages: Iterable[Message]) -> list[SentBatch]:
     """Send ``messages`` to ``topic``, each partition's in one record batch (or several, when one fills up)."""
-    producer = app.producer._ensure_producer()  # the aiokafka producer under Faust's (a private attribute)
-    groups = by_partition(messages, itemgetter(0), len(await producer.partitions_for(topic)))
+    producer = _aiokafka_producer(app)
+    groups = by_partition(messages, itemgetter(0), await partition_count(app, topic))
     sent = []
     for partition, group in groups.items():
         batch = producer.create_batch()
@@ -76,6 +85,7 @@ class BatchedTable(MutableMapping[bytes, Any]):
     def __init__(self, table: faust.Table) -> None:
         self.table = table
         self._pending: dict[bytes, Any] = {}
+        self._flushing = asyncio.Lock()  # two stages' flushes keep their order: a key's newer state lands last
 
     def __getitem__(self, key: bytes) -> Any:
         return self.table[key]
@@ -98,21 +108,22 @@ class BatchedTable(MutableMapping[bytes, Any]):
 
     async def flush(self, app: faust.App) -> None:
         """Send the changelog messages of the writes since the last flush."""
-        if not self._pending:
-            return
-        topic = self.table.changelog_topic
-        messages = [
-            (topic.prepare_key(key, self.table.key_serializer)[0], topic.prepare_value(value, self.table.value_serializer)[0])
-            for key, value in self._pending.items()
-        ]
-        self._pending = {}
-        name = topic.get_topic_name()
-        for batch in await send_batched(app, name, messages):
-            batch.delivered.add_done_callback(lambda future, batch=batch: self._persisted(TP(name, batch.partition), batch.records, future))
+        async with self._flushing:
+            if not self._pending:
+                return
+            topic = self.table.changelog_topic
+            messages = [
+                (topic.prepare_key(key, self.table.key_serializer)[0], topic.prepare_value(value, self.table.value_serializer)[0])
+                for key, value in self._pending.items()
+            ]
+            self._pending = {}
+            name = topic.get_topic_name()
+            for batch in await send_batched(app, name, messages):
+                batch.delivered.add_done_callback(lambda future, batch=batch: self._persisted(TP(name, batch.partition), batch.records, future))
 
     def _persisted(self, tp: TP, records: int, delivered: asyncio.Future) -> None:
         if not delivered.cancelled() and delivered.exception() is None and delivered.result() is not None:
             self.table.data.set_persisted_offset(tp, delivered.result().offset + records - 1)
 
 
-__all__ = ["BatchedTable", "SentBatch", "send_batched"]
+__all__ = ["BatchedTable", "SentBatch", "partition_count", "send_batched"]

@@ -6,6 +6,7 @@ import json
 import math
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +24,9 @@ from stream.embedded import EmbeddedBroker, free_port
 from stream.local import LocalServices
 from stream.metrics import sample_total, scrape
 from stream.privacy import DEMO_KEY, Tokenizer
-from stream.producer import produce, replay_events, send_raw, transaction_record
-from stream.repartition import partition_for
+from stream.drill import read_topic
+from stream.producer import Event, produce, replay_events, send_raw, transaction_record
+from stream.repartition import Repartition, partition_for
 from stream.topics import create_topics
 
 pytestmark = pytest.mark.e2e
@@ -62,20 +64,16 @@ def consume_all(bootstrap: list[str], topic: str, expected: int, timeout_s: floa
     return messages
 
 
-def test_transactions_are_scored_explained_and_audited(
-    broker: EmbeddedBroker, small_frame: pd.DataFrame, tmp_path: Path, stored_strings: Callable[[Path], dict[str, set[str]]]
-) -> None:
-    frame = small_frame[small_frame["time"] < small_frame["time"].min() + 14 * 86_400].reset_index(drop=True)
-    history = frame[frame["time"] < frame["time"].min() + 10 * 86_400].reset_index(drop=True)
-    artifact = train_from_frame(history, replay_features(history), valid_days=3, config=TrainConfig(epochs=8))
-    overrides = {
+def worker_overrides(broker: EmbeddedBroker, tmp_path: Path, app_id: str) -> dict:
+    """Settings of a worker and an audit writer of their own (topics named after ``app_id``, 4 partitions)."""
+    return {
         "broker_url": broker.url,
-        "app_id": "e2e",
-        "transactions_topic": "e2e-transactions",
-        "feedback_topic": "e2e-feedback",
-        "decisions_topic": "e2e-decisions",
-        "alerts_topic": "e2e-alerts",
-        "dead_letter_topic": "e2e-dead-letters",
+        "app_id": app_id,
+        "transactions_topic": f"{app_id}-transactions",
+        "feedback_topic": f"{app_id}-feedback",
+        "decisions_topic": f"{app_id}-decisions",
+        "alerts_topic": f"{app_id}-alerts",
+        "dead_letter_topic": f"{app_id}-dead-letters",
         "partitions": 4,
         "model_registry": tmp_path / "models",
         "audit_dir": tmp_path / "audit",
@@ -87,6 +85,15 @@ def test_transactions_are_scored_explained_and_audited(
         "rebalance_timeout_s": 4.0,
         "demo_mode": True,
     }
+
+
+def test_transactions_are_scored_explained_and_audited(
+    broker: EmbeddedBroker, small_frame: pd.DataFrame, tmp_path: Path, stored_strings: Callable[[Path], dict[str, set[str]]]
+) -> None:
+    frame = small_frame[small_frame["time"] < small_frame["time"].min() + 14 * 86_400].reset_index(drop=True)
+    history = frame[frame["time"] < frame["time"].min() + 10 * 86_400].reset_index(drop=True)
+    artifact = train_from_frame(history, replay_features(history), valid_days=3, config=TrainConfig(epochs=8))
+    overrides = worker_overrides(broker, tmp_path, "e2e")
     save_artifact(artifact, overrides["model_registry"])
     bad = malformed_messages(frame)
 
@@ -104,8 +111,10 @@ def test_transactions_are_scored_explained_and_audited(
         exposition = scrape(settings.web_port)
         health = json.loads(scrape(settings.web_port, path="/health"))
         ready = json.loads(scrape(settings.web_port, path="/ready"))
+        rekeyed = read_topic(settings, f"{settings.app_id}-by-card", first_s=5.0)
 
     assert stored == len(frame)
+    assert rekeyed == [], "keyed by card, every transaction is on its card's partition: none re-keyed"
     per_tx = query(settings.audit_dir, "SELECT tx_id, count(*) AS n FROM decisions GROUP BY tx_id").to_pandas()
     assert set(per_tx["tx_id"]) == set(frame["tx_id"])
     assert (per_tx["n"] == 1).all()
@@ -169,3 +178,40 @@ def test_transactions_are_scored_explained_and_audited(
     # The scores depend on the card sequences too, which the worker carried through the repartition topic.
     # float32 inference: BLAS sums in an order that depends on the batch size, hence not bit for bit.
     np.testing.assert_allclose([decision["score"] for decision in stored], artifact.predict_proba(offline), rtol=0, atol=1e-6)
+
+
+def test_transactions_not_keyed_by_card_are_rekeyed_by_card_and_get_the_same_features(
+    broker: EmbeddedBroker, small_frame: pd.DataFrame, tmp_path: Path
+) -> None:
+    """A producer that keys transactions otherwise: those on another partition than their card's go through the
+    by-card topic first, the others straight to the card stage, and every feature is still the offline one
+    (each card's transactions share a key, so they all take the same path, in order)."""
+    frame = small_frame[small_frame["time"] < small_frame["time"].min() + 5 * 86_400].reset_index(drop=True)
+    overrides = worker_overrides(broker, tmp_path, "e2e-rekeyed")
+    model = train_from_frame(frame, replay_features(frame), valid_days=2, warmup_days=1, config=TrainConfig(epochs=2))
+    save_artifact(model, overrides["model_registry"])
+
+    with LocalServices(overrides, tmp_path / "logs") as services:
+        settings = services.settings
+        create_topics(settings)
+
+        def keyed_otherwise(event: Event) -> Event:
+            return replace(event, key=event.key + b"/elsewhere") if event.topic == settings.transactions_topic else event
+
+        total = len(frame) + int(frame["label"].sum())
+        assert produce(map(keyed_otherwise, replay_events(frame, settings)), settings, total=total, progress=False) == total
+        assert services.wait_for_decisions(len(frame), timeout_s=240) == len(frame)
+        rekeyed = Repartition("TransactionBatch", settings.partitions).read(
+            message.value for message in read_topic(settings, f"{settings.app_id}-by-card"))
+
+    def partition(card: str, suffix: str = "") -> int:
+        return partition_for(f"{card}{suffix}".encode(), settings.partitions)
+
+    away = {tx_id for tx_id, card in zip(frame["tx_id"], frame["card_id"]) if partition(card, "/elsewhere") != partition(card)}
+    assert 0 < len(away) < len(frame)
+    assert sorted(record["tx_id"] for record in rekeyed) == sorted(away)
+    stored = query(settings.audit_dir, "SELECT tx_id, features FROM decisions").to_pylist()
+    assert sorted(decision["tx_id"] for decision in stored) == sorted(frame["tx_id"])
+    row_of = {tx_id: row for row, tx_id in enumerate(frame["tx_id"])}
+    live = np.array([[dict(decision["features"])[name] for name in FEATURE_NAMES] for decision in stored])
+    np.testing.assert_array_equal(live, replay_features(frame)[[row_of[decision["tx_id"]] for decision in stored]].features)
