@@ -1,10 +1,10 @@
 """How fast analysts' everyday queries answer over 10 M decisions in the audit store, through its views.
 
 The store is built with the writer's own code (``AuditStore``): 30 days of decisions flushed six hours at a time,
-in segment files of 250,000 to 333,000 rows, about the layout the writer's defaults give at about 4 decisions a
-second (a segment is sealed at 250,000 rows or after a day; building it, an export seals a file at the first
-flush past each 250,000 rows); ~1 % alerts,
-chargeback labels for every fraud and analyst verdicts for half the alerts, one model with its training bins.
+in segment files of about 250,000 rows (41 for decisions), about the layout the writer's defaults give at about 4
+decisions a second (a segment is sealed at 250,000 rows or after a day; building it, an export seals a file at
+the first flush past each 250,000 rows); ~1 % alerts, chargeback labels for every fraud and analyst verdicts for
+half the alerts, one model with its training bins.
 Each query runs as ``riskstream sql`` runs it (``audit.query``: a fresh connection, the views, the query), 5 times;
 the table gives medians. Side by side, the same rows in one file per table show what the segment layout costs.
 
