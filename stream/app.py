@@ -18,6 +18,7 @@ from operator import itemgetter
 
 import faust
 import torch
+from aiokafka.errors import KafkaError
 from threadpoolctl import threadpool_limits
 
 from explain import ExplainError, Explainer
@@ -40,6 +41,8 @@ from stream.settings import Settings
 from stream.validation import validate_feedback, validate_transaction
 
 logger = logging.getLogger(__name__)
+
+METADATA_RETRY_S = 5.0  #: between two asks for a topic's partition count
 
 
 def _collect_cycles_less_often() -> None:
@@ -259,8 +262,18 @@ def create_app(settings: Settings) -> faust.App:
         metrics.BATCH_SECONDS.labels("card").observe(time.perf_counter() - started)
 
     async def transactions_copartitioned() -> bool:
-        """Whether the transactions topic has the stage topics' partition count (from the brokers' metadata)."""
-        count = await partition_count(app, settings.transactions_topic)
+        """Whether the transactions topic has the stage topics' partition count (from the brokers' metadata).
+
+        Until the brokers answer and the topic exists there is nothing to consume, so this waits for them.
+        """
+        while True:
+            try:
+                count = await partition_count(app, settings.transactions_topic)
+                break
+            except KafkaError as exc:
+                logger.warning("no partition count for %s yet (%r); asking again in %g s",
+                               settings.transactions_topic, exc, METADATA_RETRY_S)
+                await asyncio.sleep(METADATA_RETRY_S)
         if count != settings.partitions:
             logger.warning("%s has %d partitions, not %d: every transaction is re-keyed by card first (one more hop)",
                            settings.transactions_topic, count, settings.partitions)
