@@ -20,8 +20,8 @@ from models.registry import save_artifact
 from models.replay import replay_features
 from models.train import TrainConfig, train_from_frame
 from stream.codec import AvroCodec
-from stream.embedded import EmbeddedBroker, free_port
-from stream.local import LocalServices
+from stream.embedded import EmbeddedBroker
+from stream.local import LocalServices, isolated_overrides
 from stream.metrics import sample_total, scrape
 from stream.privacy import DEMO_KEY, Tokenizer
 from stream.drill import read_topic
@@ -64,36 +64,13 @@ def consume_all(bootstrap: list[str], topic: str, expected: int, timeout_s: floa
     return messages
 
 
-def worker_overrides(broker: EmbeddedBroker, tmp_path: Path, app_id: str) -> dict:
-    """Settings of a worker and an audit writer of their own (topics named after ``app_id``, 4 partitions)."""
-    return {
-        "broker_url": broker.url,
-        "app_id": app_id,
-        "transactions_topic": f"{app_id}-transactions",
-        "feedback_topic": f"{app_id}-feedback",
-        "decisions_topic": f"{app_id}-decisions",
-        "alerts_topic": f"{app_id}-alerts",
-        "dead_letter_topic": f"{app_id}-dead-letters",
-        "partitions": 4,
-        "model_registry": tmp_path / "models",
-        "audit_dir": tmp_path / "audit",
-        "data_dir": tmp_path / "worker",
-        "web_port": free_port(),
-        "audit_export_interval_s": 1.0,
-        "audit_flush_interval_s": 0.5,
-        "session_timeout_s": 6.0,
-        "rebalance_timeout_s": 4.0,
-        "demo_mode": True,
-    }
-
-
 def test_transactions_are_scored_explained_and_audited(
     broker: EmbeddedBroker, small_frame: pd.DataFrame, tmp_path: Path, stored_strings: Callable[[Path], dict[str, set[str]]]
 ) -> None:
     frame = small_frame[small_frame["time"] < small_frame["time"].min() + 14 * 86_400].reset_index(drop=True)
     history = frame[frame["time"] < frame["time"].min() + 10 * 86_400].reset_index(drop=True)
     artifact = train_from_frame(history, replay_features(history), valid_days=3, config=TrainConfig(epochs=8))
-    overrides = worker_overrides(broker, tmp_path, "e2e")
+    overrides = isolated_overrides("e2e", broker.url, tmp_path, model_registry=tmp_path / "models")
     save_artifact(artifact, overrides["model_registry"])
     bad = malformed_messages(frame)
 
@@ -187,7 +164,7 @@ def test_transactions_not_keyed_by_card_are_rekeyed_by_card_and_get_the_same_fea
     by-card topic first, the others straight to the card stage, and every feature is still the offline one
     (each card's transactions share a key, so they all take the same path, in order)."""
     frame = small_frame[small_frame["time"] < small_frame["time"].min() + 5 * 86_400].reset_index(drop=True)
-    overrides = worker_overrides(broker, tmp_path, "e2e-rekeyed")
+    overrides = isolated_overrides("e2e-rekeyed", broker.url, tmp_path, model_registry=tmp_path / "models")
     model = train_from_frame(frame, replay_features(frame), valid_days=2, warmup_days=1, config=TrainConfig(epochs=2))
     save_artifact(model, overrides["model_registry"])
 
