@@ -292,6 +292,7 @@ def create_app(settings: Settings) -> faust.App:
         a card whose transactions took both paths could see them out of order.
         """
         copartitioned = await transactions_copartitioned()
+        await serving.ready.wait()
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
             now_ms = int(time.time() * 1000)
             validate = partial(validate_transaction, now_ms=now_ms)
@@ -309,6 +310,7 @@ def create_app(settings: Settings) -> faust.App:
     @app.agent(feedback, name="ingest-feedback")
     async def ingest_feedback(stream: faust.StreamT) -> None:
         """Route fraud labels to their terminal's partition, where they update terminal risk."""
+        await serving.ready.wait()
         async for raws in take(stream):
             records, rejects = decode_valid(raws, codecs["Feedback"], validate_feedback)
             send_rejects(rejects, settings.feedback_topic)
@@ -321,6 +323,7 @@ def create_app(settings: Settings) -> faust.App:
     @app.agent(by_card, name="card-stage")
     async def rekeyed_card_stage(stream: faust.StreamT) -> None:
         """The card stage for transactions that arrived on another partition than their card's."""
+        await serving.ready.wait()
         async for values in take_repartitioned(stream):
             await card_stage(to_cards.read(values))
 
@@ -349,7 +352,11 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.task
     async def load_model() -> None:
-        """Load the model and build its explainer before the terminal stage scores anything."""
+        """Load the model and build its explainer; every agent waits for it before it takes an event.
+
+        A stage that ran while the model loaded (seconds) would only pile its output up before the terminal
+        stage, which must then catch up: decisions come no sooner, and the loading competes with it for CPU.
+        """
         await serving.start()
 
     @app.timer(settings.model_poll_interval_s)
