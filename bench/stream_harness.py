@@ -25,6 +25,7 @@ from models.train import TrainConfig, train_from_frame
 from stream.drill import local_overrides
 from stream.embedded import EmbeddedBroker
 from stream.metrics import sample_total, scrape
+from stream.settings import Settings
 
 HANDBOOK = Path("../shared/data/handbook_raw.parquet")
 PARTITIONS = 8
@@ -57,8 +58,13 @@ def alert_threshold(artifact: ModelArtifact, frame: pd.DataFrame, rate: float = 
 
 def worker_overrides(broker: EmbeddedBroker, workdir: Path, app_id: str, **extra: Any) -> dict[str, Any]:
     """RISKSTREAM_* settings of a worker and audit writer on ``broker``, their files under ``workdir/app_id``,
-    the model registry shared under ``workdir``."""
-    return local_overrides(broker.url, workdir / app_id, app_id, PARTITIONS) | {"model_registry": workdir / "models"} | extra
+    the model registry shared under ``workdir``.
+
+    The audit writer flushes and exports at its default intervals, not at the tests' shorter ones, which cost it
+    CPU (a Parquet export every second) that a deployment does not spend.
+    """
+    writer_defaults = {name: Settings.model_fields[name].default for name in ("audit_flush_interval_s", "audit_export_interval_s")}
+    return local_overrides(broker.url, workdir / app_id, app_id, PARTITIONS) | writer_defaults | {"model_registry": workdir / "models"} | extra
 
 
 def wait_for_metric(port: int, name: str, expected: float, timeout_s: float, alive: Callable[[], None]) -> float:

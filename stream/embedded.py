@@ -44,6 +44,11 @@ class ChildProcess:
     def start(self) -> Self:
         raise NotImplementedError
 
+    @property
+    def pid(self) -> int | None:
+        """The running server's process id; None when it is not running."""
+        return self._process.pid if self._process is not None else None
+
     def stop(self, timeout_s: float = 10.0) -> None:
         """Terminate the process if it still runs, kill it if it has not exited within ``timeout_s``, and reap
         it; stopping a stopped server does nothing."""
