@@ -366,7 +366,14 @@ class TerminalState:
     def update(
         self, time: float, tx_id: str, amount: float, zscore: float, label_delay_days: float = DEFAULT_LABEL_DELAY_DAYS
     ) -> None:
-        """Record a transaction (a repeat of a known tx_id changes nothing) and forget what no window needs."""
+        """Record a transaction (a repeat of a known tx_id changes nothing) and forget what no window needs.
+
+        "Needs" counts from the latest transaction seen less one more label delay than the windows reach back.
+        Transactions come re-keyed from many card partitions, which can be days apart in event time (a worker
+        catching up after a restart, a replay at full speed): one far behind the latest still finds its windows
+        whole. Features read only transactions older than the label delay, so while the partitions are less than
+        a label delay apart every transaction finds what it would have in time order.
+        """
         if tx_id in self.tx_ids:
             return
         index = bisect_right(self.times, time)
@@ -376,7 +383,7 @@ class TerminalState:
             for waiting in [entry for entry in self.pending if entry[0] == tx_id]:
                 self.pending.remove(waiting)
                 self.label(tx_id, waiting[1], waiting[2])
-        horizon = self.times[-1] - (max(WINDOWS_DAYS) + label_delay_days) * DAY
+        horizon = self.times[-1] - (max(WINDOWS_DAYS) + 2 * label_delay_days) * DAY
         drop = bisect_right(self.times, horizon)
         if drop:
             for values in (self.times, self.tx_ids, self.amounts, self.zscores):
