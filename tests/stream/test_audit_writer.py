@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
+import crc32c
 import numpy as np
 from kafka import KafkaConsumer, TopicPartition
+from kafka.record import util as kafka_record_util
 
 from audit import AuditStore, query
 from models.network import BehaviourModel, ModelArtifact, ModelInputs, new_version
@@ -120,8 +122,5 @@ def test_a_commit_refused_while_the_broker_is_down_is_retried_not_fatal(tmp_path
 def test_kafka_python_computes_record_batch_crcs_in_c() -> None:
     """The writer's consumer checks a CRC-32C over every record batch it reads (and riskstream's producer writes
     one): with the ``crc32c`` package kafka-python does it in C; its pure-Python fallback cost 7x the CPU."""
-    import crc32c
-    from kafka.record import util
-
-    assert util.calc_crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
-    assert util._crc32c is crc32c.crc32c
+    assert kafka_record_util.calc_crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
+    assert kafka_record_util._crc32c is crc32c.crc32c
