@@ -9,7 +9,10 @@ ideal is flat: the point is that the totals stay exact and the rate does not col
 
 Scores: a replay at full speed compresses days of event time into seconds, so partitions that progress at
 different rates drift apart by more than the label delay, and a terminal may see an old transaction after a
-newer one; "scores differing" counts what that changed (live traffic does not drift days).
+newer one; "scores differing" counts what that changed (live traffic does not drift days). "Overtaken" counts
+the transactions that this can change: those whose terminal received, after them, a transaction more than the
+label delay older and within their longest window, or a fraud label reported before them for a transaction that
+old (read back from ``<app>-by-terminal`` in arrival order).
 
 State memory per card: the card table's values as the changelog holds them (JSON bytes per card) and as a worker
 holds them in its memory store (the decoded Python objects, measured with tracemalloc: a worker's RSS also
@@ -26,10 +29,12 @@ import tempfile
 import tracemalloc
 from pathlib import Path
 
+from models.features import WINDOWS_DAYS
 from models.registry import save_artifact
 from stream.drill import Reference, RunCheck, check_run, local_overrides, read_topic, replay, simulated
 from stream.embedded import EmbeddedBroker
 from stream.local import LocalServices
+from stream.repartition import Repartition
 from stream.settings import Settings
 
 
@@ -46,6 +51,32 @@ def memory_per_card(settings: Settings) -> tuple[int, float, float]:
     return cards, serialised, held / cards
 
 
+def overtaken(settings: Settings, partitions: int, label_delay_days: float) -> tuple[int, int]:
+    """Transactions whose terminal received, after them, something their terminal features read: a transaction
+    more than ``label_delay_days`` older and within their longest window, or a fraud label reported before them
+    for a transaction that old. Counted apart, in that order (a transaction overtaken by both counts in each)."""
+    by_terminal = Repartition("TerminalEventBatch", partitions)
+    arrived: dict[str, list[tuple[float, str]]] = {}  # each terminal's transactions (day, tx_id), in arrival order
+    day_of: dict[str, float] = {}
+    by_transaction: set[str] = set()
+    by_label: set[str] = set()
+    for message in read_topic(settings, f"{settings.app_id}-by-terminal"):
+        for record in by_terminal.read([message.value]):
+            transaction = (record["transaction"] or {}).get("transaction")
+            if transaction:
+                terminal, day = transaction["terminal_id"], transaction["event_time"] / 86_400_000
+                day_of[transaction["tx_id"]] = day
+                by_transaction.update(tx_id for earlier, tx_id in arrived.get(terminal, [])
+                                      if earlier - label_delay_days - max(WINDOWS_DAYS) <= day < earlier - label_delay_days)
+                arrived.setdefault(terminal, []).append((day, transaction["tx_id"]))
+            elif record["feedback"] and record["feedback"]["is_fraud"] and record["feedback"]["tx_id"] in day_of:
+                label, day = record["feedback"], day_of[record["feedback"]["tx_id"]]
+                reported = label["reported_at"] / 86_400_000
+                by_label.update(tx_id for earlier, tx_id in arrived.get(label["terminal_id"], [])
+                                if reported <= earlier and day < earlier - label_delay_days)
+    return len(by_transaction), len(by_label)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=500)
@@ -60,6 +91,7 @@ def main() -> None:
           f"{args.partitions} partitions")
 
     checks: dict[int, RunCheck] = {}
+    late: dict[int, tuple[int, int]] = {}
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as scratch:
         for workers in args.workers:
             root = Path(scratch) / f"workers-{workers}"
@@ -68,18 +100,20 @@ def main() -> None:
             with LocalServices(overrides, root / "logs", workers=workers) as services:
                 replay(services, frame, timeout_s=3600)
                 checks[workers] = check_run(services.settings, reference)
+                late[workers] = overtaken(services.settings, args.partitions, artifact.label_delay_days)
                 if workers == args.workers[0]:
                     memory = memory_per_card(services.settings)
             print(f"  {workers} worker(s): {checks[workers]}", flush=True)
 
     print()
     print("| workers | events/s | decisions | missing | doubled | decision messages | card states differing | "
-          "card features differing | scores differing | alerts (on topic: messages) | exact |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "card features differing | overtaken by a transaction / a label | terminal features differing | scores differing | alerts (on topic: messages) | exact |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for workers, check in checks.items():
         print(f"| {workers} | {check.events_per_s:,.0f} | {check.decisions:,} | {check.missing} | {check.doubled} | "
               f"{check.decision_messages:,} | {check.cards_differing} of {check.cards:,} | {check.card_features_differing} | "
-              f"{check.scores_differing} | {check.alerts} ({check.alert_messages}) | {check.exact} |")
+              f"{' / '.join(map(str, late[workers]))} | {check.terminal_features_differing} | {check.scores_differing} | {check.alerts} ({check.alert_messages}) | "
+              f"{check.exact} |")
     cards, serialised, held = memory
     print(f"\nstate memory per card ({cards:,} cards, {len(frame) / cards:.0f} transactions each): "
           f"{serialised:,.0f} B in the changelog (JSON), {held:,.0f} B as Python objects in a worker's memory "
