@@ -29,7 +29,7 @@ import tempfile
 import tracemalloc
 from pathlib import Path
 
-from models.features import WINDOWS_DAYS
+from models.features import DAY, WINDOWS_DAYS
 from models.registry import save_artifact
 from stream.drill import Reference, RunCheck, check_run, local_overrides, read_topic, replay, simulated
 from stream.embedded import EmbeddedBroker
@@ -64,14 +64,14 @@ def overtaken(settings: Settings, partitions: int, label_delay_days: float) -> t
         for record in by_terminal.read([message.value]):
             transaction = (record["transaction"] or {}).get("transaction")
             if transaction:
-                terminal, day = transaction["terminal_id"], transaction["event_time"] / 86_400_000
+                terminal, day = transaction["terminal_id"], transaction["event_time"] / 1000 / DAY
                 day_of[transaction["tx_id"]] = day
                 by_transaction.update(tx_id for earlier, tx_id in arrived.get(terminal, [])
                                       if earlier - label_delay_days - max(WINDOWS_DAYS) <= day < earlier - label_delay_days)
                 arrived.setdefault(terminal, []).append((day, transaction["tx_id"]))
             elif record["feedback"] and record["feedback"]["is_fraud"] and record["feedback"]["tx_id"] in day_of:
                 label, day = record["feedback"], day_of[record["feedback"]["tx_id"]]
-                reported = label["reported_at"] / 86_400_000
+                reported = label["reported_at"] / 1000 / DAY
                 by_label.update(tx_id for earlier, tx_id in arrived.get(label["terminal_id"], [])
                                 if reported <= earlier and day < earlier - label_delay_days)
     return len(by_transaction), len(by_label)

@@ -81,7 +81,7 @@ def worker_rate(broker: EmbeddedBroker, transactions_topic: str, threshold: floa
     settings = services.settings
     create_topics(settings)
     with services:
-        clock = CpuClock(services.processes[-1].pid)  # the worker (the audit writer starts first)
+        clock = CpuClock(services.worker_processes[0].pid)
 
         def alive() -> None:
             services.check_alive()

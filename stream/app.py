@@ -236,8 +236,10 @@ def create_app(settings: Settings) -> faust.App:
         if rejects:
             logger.warning("%d message(s) from %s sent to %s", len(rejects), source, settings.dead_letter_topic)
 
-    def take(stream: faust.StreamT) -> faust.StreamT:
-        return stream.take(settings.batch_size, within=settings.batch_within_s)
+    def take(stream: faust.StreamT, with_messages: bool = False) -> faust.StreamT:
+        """A stream's batches: at most ``batch_size`` values, or events (which carry their message), waiting at
+        most ``batch_within_s``."""
+        return (stream.take_events if with_messages else stream.take)(settings.batch_size, within=settings.batch_within_s)
 
     # Between the stages, one message holds a batch's records for one partition (stream.repartition): about
     # batch_size / partitions of them when keys spread evenly, so a stage takes `partitions` messages at a time.
@@ -293,7 +295,7 @@ def create_app(settings: Settings) -> faust.App:
         """
         copartitioned = await transactions_copartitioned()
         await serving.ready.wait()
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+        async for events in take(stream, with_messages=True):
             now_ms = int(time.time() * 1000)
             validate = partial(validate_transaction, now_ms=now_ms)
             at_home, away = [], []
