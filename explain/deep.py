@@ -46,6 +46,9 @@ class ExplainableArtifact(Protocol):
     @property
     def background(self) -> Any: ...
 
+    @property
+    def explanation_background(self) -> tuple[np.ndarray, np.ndarray] | None: ...
+
     def head_inputs(self, inputs: Any) -> np.ndarray: ...
 
 
@@ -123,9 +126,14 @@ class Explainer:
         """An explainer of the artifact's head, its inputs grouped as the artifact says.
 
         The background transactions chosen at training time are turned into head inputs, then summarised in
-        ``background_size`` weighted rows.
+        ``background_size`` weighted rows: the summary saved with the model at training, when it has one of
+        the default size (no shap import, no clustering), or summarised now.
         """
-        background = summarise(artifact.head_inputs(artifact.background), background_size)
+        saved = artifact.explanation_background
+        if saved is not None and background_size == DEFAULT_SIZE:
+            background = Background(*saved)
+        else:
+            background = summarise(artifact.head_inputs(artifact.background), background_size)
         return cls(artifact.head, background, artifact.input_names, artifact.input_groups, reason_templates, tolerance)
 
     @property

@@ -280,6 +280,10 @@ class ModelArtifact:
     """Features passed through ``log1p`` (negative values clipped to 0) before standardisation."""
     reference: dict = field(default_factory=dict)
     """The training rows' :func:`models.reference.reference_profile`, for drift monitoring (empty if unknown)."""
+    explanation_background: tuple[np.ndarray, np.ndarray] | None = None
+    """The explainer's background, summarised from :attr:`background` once at training (``explain.summarise``):
+    weighted rows ``(B, F + S)`` in head-input space and their ``(B,)`` weights. Summarising needs shap, whose
+    import took 3 s of every worker's start; None (older models) summarises when the explainer is built."""
 
     def __post_init__(self) -> None:
         self._log_columns = np.array([self.feature_names.index(name) for name in self.log_features], dtype=np.int64)

@@ -1,6 +1,8 @@
 """A file-system model registry: one folder per version, checksummed, and CHAMPION and SHADOW pointers.
 
-Layout: ``REGISTRY/<version>/{manifest.json, weights.pt, background.npy, background_sequences.npy}``,
+Layout: ``REGISTRY/<version>/{manifest.json, weights.pt, background.npy, background_sequences.npy}`` (and, for
+models trained since it was added, the explainer's summarised background: ``explanation_background.npy``,
+``explanation_weights.npy``),
 ``REGISTRY/CHAMPION`` (the version the workers score and alert with), ``REGISTRY/CHAMPION_HISTORY`` (every
 promotion, oldest first, so a rollback knows the previous champion) and ``REGISTRY/SHADOW`` (a challenger the
 workers also score every event with, without alerting; absent when none). A version folder appears in one
@@ -47,6 +49,8 @@ logger = logging.getLogger(__name__)
 
 CHAMPION, HISTORY, SHADOW = "CHAMPION", "CHAMPION_HISTORY", "SHADOW"
 MANIFEST, WEIGHTS, BACKGROUND, SEQUENCES = "manifest.json", "weights.pt", "background.npy", "background_sequences.npy"
+EXPLANATION_ROWS, EXPLANATION_WEIGHTS = "explanation_background.npy", "explanation_weights.npy"
+"""Optional (models saved before them have neither): the explainer's summarised background."""
 FORMAT = 2
 
 
@@ -203,12 +207,18 @@ def save_artifact(artifact: ModelArtifact, registry: str | Path, promote: bool =
     torch.save(state, staging / WEIGHTS)
     np.save(staging / BACKGROUND, np.asarray(artifact.background.features, dtype=np.float64))
     np.save(staging / SEQUENCES, np.asarray(artifact.background.sequences, dtype=np.float32))
+    files = [WEIGHTS, BACKGROUND, SEQUENCES]
+    if artifact.explanation_background is not None:
+        rows, weights = artifact.explanation_background
+        np.save(staging / EXPLANATION_ROWS, np.asarray(rows, dtype=np.float64))
+        np.save(staging / EXPLANATION_WEIGHTS, np.asarray(weights, dtype=np.float64))
+        files += [EXPLANATION_ROWS, EXPLANATION_WEIGHTS]
     manifest = _manifest(artifact)
     clash = set(notes or {}) & (set(manifest) | {"sha256"})
     if clash:
         raise ModelError(f"notes may not replace manifest keys: {sorted(clash)}")
     manifest.update(notes or {})
-    manifest["sha256"] = {name: _sha256(staging / name) for name in (WEIGHTS, BACKGROUND, SEQUENCES)}
+    manifest["sha256"] = {name: _sha256(staging / name) for name in files}
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
     staging.rename(target)
     logger.info("saved model %s to %s", artifact.version, target)
@@ -238,8 +248,9 @@ def _verified(folder: Path, manifest: dict) -> ModelArtifact:
     """Build the artifact of a manifest whose files have been checked against its checksums."""
     if manifest.get("format") != FORMAT:
         raise ModelIntegrityError(f"model {folder.name!r} has format {manifest.get('format')}; this code reads format {FORMAT}")
-    for name in (WEIGHTS, BACKGROUND, SEQUENCES):
-        if _sha256(folder / name) != manifest["sha256"][name]:
+    explained = EXPLANATION_ROWS in manifest["sha256"]
+    for name in (WEIGHTS, BACKGROUND, SEQUENCES) + ((EXPLANATION_ROWS, EXPLANATION_WEIGHTS) if explained else ()):
+        if _sha256(folder / name) != manifest["sha256"].get(name):
             raise ModelIntegrityError(f"{name} of model {folder.name!r} does not match its manifest checksum")
     names = tuple(manifest["feature_names"])
     network = BehaviourModel(len(names), manifest["hidden"], manifest["sequence_dim"], manifest["summary_size"], manifest.get("knots", ()))
@@ -262,6 +273,10 @@ def _verified(folder: Path, manifest: dict) -> ModelArtifact:
         created_at=manifest["created_at"],
         log_features=tuple(manifest["log_features"]),
         reference=manifest.get("reference") or {},
+        explanation_background=(
+            (np.load(folder / EXPLANATION_ROWS, allow_pickle=False), np.load(folder / EXPLANATION_WEIGHTS, allow_pickle=False))
+            if explained else None
+        ),
     )
 
 

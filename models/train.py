@@ -26,6 +26,7 @@ from sklearn.tree import DecisionTreeClassifier
 from torch import nn
 from tqdm.auto import tqdm
 
+from explain.background import summarise
 from models.exceptions import ModelError
 from models.features import DAY, DEFAULT_LABEL_DELAY_DAYS, FEATURE_NAMES, SEQUENCE_STEP
 from models.metrics import auc_roc, average_precision, card_precision_at_k
@@ -268,6 +269,8 @@ def fit(
     valid_scores = artifact.predict_proba(x_valid)
     artifact.threshold = alert_threshold(valid_scores, config.alert_rate)
     artifact.reference = reference_profile(x_train.features, artifact.predict_proba(x_train), names)  # drift baseline
+    summary = summarise(artifact.head_inputs(artifact.background))
+    artifact.explanation_background = (summary.rows, summary.weights)
     artifact.metrics = {"auc": auc_roc(y_valid, valid_scores), "ap": average_precision(y_valid, valid_scores)}
     created = datetime.now(timezone.utc)
     artifact.created_at = created.isoformat(timespec="seconds")

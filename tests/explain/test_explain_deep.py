@@ -31,6 +31,7 @@ class TinyArtifact:
     mean: np.ndarray
     std: np.ndarray
     input_groups: dict = field(default_factory=dict)
+    explanation_background: tuple[np.ndarray, np.ndarray] | None = None
 
     def head_inputs(self, x_raw: np.ndarray) -> np.ndarray:
         return ((x_raw - self.mean) / self.std).astype(np.float32)

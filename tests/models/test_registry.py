@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -50,6 +51,7 @@ def _artifact(seed: int, minutes: int = 0) -> ModelArtifact:
         created_at=created.isoformat(),
         log_features=("amount", "card_tx_count_1d"),
         reference={"score": {"edges": [0.1, 0.5], "shares": [0.5, 0.3, 0.2]}},
+        explanation_background=(rng.normal(size=(4, len(NAMES) + 3)), rng.uniform(1.0, 5.0, size=4)),
     )
 
 
@@ -61,7 +63,8 @@ def test_save_then_load_gives_the_same_model(tmp_path):
     artifact = _artifact(0)
     folder = save_artifact(artifact, tmp_path)
     assert sorted(path.name for path in folder.iterdir()) == [
-        "background.npy", "background_sequences.npy", "manifest.json", "weights.pt"
+        "background.npy", "background_sequences.npy", "explanation_background.npy", "explanation_weights.npy",
+        "manifest.json", "weights.pt",
     ]
     loaded = load_artifact(tmp_path)
     x = _inputs(np.random.default_rng(1), 64)
@@ -69,10 +72,19 @@ def test_save_then_load_gives_the_same_model(tmp_path):
     assert np.array_equal(loaded.background.features, artifact.background.features)
     assert np.array_equal(loaded.background.sequences, artifact.background.sequences)
     assert np.array_equal(loaded.scaler_mean, artifact.scaler_mean)
+    for saved, given in zip(loaded.explanation_background, artifact.explanation_background):
+        assert np.array_equal(saved, given)
     for field in ("version", "feature_names", "threshold", "label_delay_days", "metrics", "params", "data_range",
                   "trained_on", "created_at", "log_features", "reference", "input_names"):
         assert getattr(loaded, field) == getattr(artifact, field), field
     assert not loaded.network.training
+
+
+def test_a_model_saved_without_an_explanation_background_loads_without_one(tmp_path):
+    artifact = replace(_artifact(0), explanation_background=None)
+    folder = save_artifact(artifact, tmp_path)
+    assert not (folder / "explanation_background.npy").exists()
+    assert load_artifact(tmp_path).explanation_background is None
 
 
 def test_the_champion_moves_only_when_promoted(tmp_path):
@@ -136,7 +148,9 @@ def test_shadow_pointer_and_notes_show_in_the_listing(tmp_path):
         save_artifact(_artifact(2, 2), tmp_path, notes={"threshold": 0.0})
 
 
-@pytest.mark.parametrize("name", ["weights.pt", "background.npy", "background_sequences.npy"])
+@pytest.mark.parametrize(
+    "name", ["weights.pt", "background.npy", "background_sequences.npy", "explanation_background.npy", "explanation_weights.npy"]
+)
 def test_a_tampered_file_is_refused(tmp_path, name):
     artifact = _artifact(0)
     folder = save_artifact(artifact, tmp_path)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -10,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from explain import summarise
 from models.dataset import normalize
 from models.exceptions import ModelError
 from models.features import DAY, FEATURE_NAMES, SEQUENCE_STEP
@@ -84,6 +87,18 @@ def test_the_manifest_carries_the_training_rows_reference_profile(tmp_path, hist
     amounts = features.features[:, FEATURE_NAMES.index("amount")]
     assert population_stability(reference["features"]["amount"], amounts) < 0.05
     assert population_stability(reference["features"]["amount"], 2 * amounts) > 0.25
+
+
+def test_the_explainers_background_is_summarised_at_training_so_serving_needs_no_shap(tmp_path, artifact):
+    rows, weights = artifact.explanation_background
+    summary = summarise(artifact.head_inputs(artifact.background))
+    assert np.array_equal(rows, summary.rows) and np.array_equal(weights, summary.weights)
+    save_artifact(artifact, tmp_path)
+    # what a worker does at start, in a fresh interpreter: shap (and the sklearn it imports) cost seconds there
+    serve = ("import sys; from models.registry import load_artifact; from explain import Explainer; "
+             "Explainer.for_artifact(load_artifact(sys.argv[1])); print(sorted({'shap', 'sklearn'} & set(sys.modules)))")
+    run = subprocess.run([sys.executable, "-c", serve, str(tmp_path)], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "[]"
 
 
 def test_the_same_seed_gives_the_same_model(history):
