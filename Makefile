@@ -23,7 +23,7 @@ test: $(STAMP)
 # The benchmark scripts (BENCHMARKS.md gives each one's figures); the 10 M-decision query store is built once.
 bench: $(STAMP)
 	$(BIN)/python bench/model_cost.py
-	$(BIN)/python bench/explain.py
+	$(BIN)/python bench/explain_cost.py
 	$(BIN)/python bench/audit_writer.py --sequence
 	$(BIN)/python bench/audit_query.py
 	$(BIN)/python bench/worker_throughput.py --events 50000

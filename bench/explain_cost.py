@@ -1,6 +1,6 @@
 """What explaining alerts costs: per alert, in batches and alone, and in scoring throughput at a 1% alert rate.
 
-    python bench/explain.py [--repeats 15] [--passes 9] [--background 16]
+    python bench/explain_cost.py [--repeats 15] [--passes 9] [--background 16]
 
 Runs on one torch thread, as the worker does. The model is the serving architecture (the behaviour model with
 the training defaults: a GRU summary of each card's recent sequence, the knot encoding found on 20 simulated
