@@ -31,10 +31,9 @@ from pathlib import Path
 
 from models.features import DAY, WINDOWS_DAYS
 from models.registry import save_artifact
-from stream.drill import Reference, RunCheck, check_run, local_overrides, read_topic, replay, simulated
+from stream.drill import Reference, RunCheck, check_run, local_overrides, read_topic, replay, simulated, terminal_events
 from stream.embedded import EmbeddedBroker
 from stream.local import LocalServices
-from stream.repartition import Repartition
 from stream.settings import Settings
 
 
@@ -51,29 +50,27 @@ def memory_per_card(settings: Settings) -> tuple[int, float, float]:
     return cards, serialised, held / cards
 
 
-def overtaken(settings: Settings, partitions: int, label_delay_days: float) -> tuple[int, int]:
+def overtaken(settings: Settings, label_delay_days: float) -> tuple[int, int]:
     """Transactions whose terminal received, after them, something their terminal features read: a transaction
     more than ``label_delay_days`` older and within their longest window, or a fraud label reported before them
     for a transaction that old. Counted apart, in that order (a transaction overtaken by both counts in each)."""
-    by_terminal = Repartition("TerminalEventBatch", partitions)
     arrived: dict[str, list[tuple[float, str]]] = {}  # each terminal's transactions (day, tx_id), in arrival order
     day_of: dict[str, float] = {}
     by_transaction: set[str] = set()
     by_label: set[str] = set()
-    for message in read_topic(settings, f"{settings.app_id}-by-terminal"):
-        for record in by_terminal.read([message.value]):
-            transaction = (record["transaction"] or {}).get("transaction")
-            if transaction:
-                terminal, day = transaction["terminal_id"], transaction["event_time"] / 1000 / DAY
-                day_of[transaction["tx_id"]] = day
-                by_transaction.update(tx_id for earlier, tx_id in arrived.get(terminal, [])
-                                      if earlier - label_delay_days - max(WINDOWS_DAYS) <= day < earlier - label_delay_days)
-                arrived.setdefault(terminal, []).append((day, transaction["tx_id"]))
-            elif record["feedback"] and record["feedback"]["is_fraud"] and record["feedback"]["tx_id"] in day_of:
-                label, day = record["feedback"], day_of[record["feedback"]["tx_id"]]
-                reported = label["reported_at"] / 1000 / DAY
-                by_label.update(tx_id for earlier, tx_id in arrived.get(label["terminal_id"], [])
-                                if reported <= earlier and day < earlier - label_delay_days)
+    for _, record in terminal_events(settings):
+        if record["transaction"]:
+            transaction = record["transaction"]["transaction"]
+            terminal, day = transaction["terminal_id"], transaction["event_time"] / 1000 / DAY
+            day_of[transaction["tx_id"]] = day
+            by_transaction.update(tx_id for earlier, tx_id in arrived.get(terminal, [])
+                                  if earlier - label_delay_days - max(WINDOWS_DAYS) <= day < earlier - label_delay_days)
+            arrived.setdefault(terminal, []).append((day, transaction["tx_id"]))
+        elif record["feedback"]["is_fraud"] and record["feedback"]["tx_id"] in day_of:
+            label, day = record["feedback"], day_of[record["feedback"]["tx_id"]]
+            reported = label["reported_at"] / 1000 / DAY
+            by_label.update(tx_id for earlier, tx_id in arrived.get(label["terminal_id"], [])
+                            if reported <= earlier and day < earlier - label_delay_days)
     return len(by_transaction), len(by_label)
 
 
@@ -100,7 +97,7 @@ def main() -> None:
             with LocalServices(overrides, root / "logs", workers=workers) as services:
                 replay(services, frame, timeout_s=3600)
                 checks[workers] = check_run(services.settings, reference)
-                late[workers] = overtaken(services.settings, args.partitions, artifact.label_delay_days)
+                late[workers] = overtaken(services.settings, artifact.label_delay_days)
                 if workers == args.workers[0]:
                     memory = memory_per_card(services.settings)
             print(f"  {workers} worker(s): {checks[workers]}", flush=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from models.simulate import simulate
 from models.train import TrainConfig, train_from_frame
 from stream.local import LocalServices, isolated_overrides
 from stream.producer import produce, replay_events
+from stream.repartition import Repartition
 from stream.security import kafka_python_options
 from stream.settings import Settings
 from stream.topics import create_topics
@@ -71,6 +72,16 @@ def read_topic(settings: Settings, topic: str, idle_s: float = 2.0, first_s: flo
         return messages
     finally:
         consumer.close()
+
+
+def terminal_events(settings: Settings) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Every terminal event the worker's stages sent each other (``<app>-by-terminal``), decoded, in each
+    partition's order, with its message's Kafka timestamp (epoch ms): ``record["transaction"]`` holds an enriched
+    transaction (the transaction itself under ``"transaction"``) or ``record["feedback"]`` a label."""
+    batches = Repartition("TerminalEventBatch", settings.partitions)
+    for message in read_topic(settings, f"{settings.app_id}-by-terminal"):
+        for record in batches.read([message.value]):
+            yield message.timestamp, record
 
 
 def read_table(settings: Settings, table: str) -> dict[bytes, Any]:
