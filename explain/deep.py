@@ -126,11 +126,11 @@ class Explainer:
         """An explainer of the artifact's head, its inputs grouped as the artifact says.
 
         The background transactions chosen at training time are turned into head inputs, then summarised in
-        ``background_size`` weighted rows: the summary saved with the model at training, when it has one of
-        the default size (no shap import, no clustering), or summarised now.
+        ``background_size`` weighted rows: the summary saved with the model at training when it has as many
+        rows as asked for (no shap import, no clustering), else summarised now.
         """
         saved = artifact.explanation_background
-        if saved is not None and background_size == DEFAULT_SIZE:
+        if saved is not None and len(saved[0]) == min(background_size, len(artifact.background)):
             background = Background(*saved)
         else:
             background = summarise(artifact.head_inputs(artifact.background), background_size)

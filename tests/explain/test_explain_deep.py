@@ -97,6 +97,13 @@ def explain(explainer: Explainer, artifact: TinyArtifact, rows: np.ndarray) -> l
     return explainer.explain(artifact.head_inputs(rows), rows)
 
 
+def mean_logit(artifact: TinyArtifact, background: Background) -> float:
+    """The base value a background gives: its rows' logits, weighted."""
+    with torch.no_grad():
+        logits = artifact.head(torch.from_numpy(background.rows.astype(np.float32))).numpy().reshape(-1)
+    return float(background.weights @ logits)
+
+
 @pytest.fixture(scope="module")
 def explained(explainer: Explainer, artifact: TinyArtifact, batch: np.ndarray) -> list[Explanation]:
     return explain(explainer, artifact, batch)
@@ -115,13 +122,21 @@ def test_values_add_up_to_the_logit_for_every_row(explained, artifact, batch):
 def test_the_base_value_is_the_weighted_mean_logit_of_a_few_background_rows(explainer, artifact):
     background = summarise(artifact.head_inputs(artifact.background))
     assert len(background.rows) == DEFAULT_SIZE < len(artifact.background)
-    with torch.no_grad():
-        logits = artifact.head(torch.from_numpy(background.rows.astype(np.float32))).numpy().reshape(-1)
-    assert explainer.base_value == pytest.approx(background.weights @ logits, abs=1e-5)
+    assert explainer.base_value == pytest.approx(mean_logit(artifact, background), abs=1e-5)
     full = artifact.logits(artifact.background).astype(np.float64)
     # a summary, not the sample: its centres sit inside the clusters, where this network is less extreme; they
     # stand in for the 200 sampled rows to within a fifth of the spread of those rows' logits
     assert explainer.base_value == pytest.approx(full.mean(), abs=0.2 * float(full.std())), "a few centres stand in for the sample"
+
+
+def test_a_summary_saved_with_the_model_is_used_when_it_has_the_rows_asked_for(artifact, batch):
+    rows = artifact.head_inputs(batch[:DEFAULT_SIZE])  # not what summarising the background would give
+    saved = replace(artifact, explanation_background=(rows, np.arange(1.0, DEFAULT_SIZE + 1)))
+    expected = mean_logit(artifact, Background(rows, np.arange(1.0, DEFAULT_SIZE + 1)))
+    assert Explainer.for_artifact(saved).base_value == pytest.approx(expected, abs=1e-5)
+    # another size is summarised anew, as is a model saved without a summary
+    assert Explainer.for_artifact(saved, background_size=4).base_value == pytest.approx(
+        mean_logit(artifact, summarise(artifact.head_inputs(artifact.background), 4)), abs=1e-5)
 
 
 def test_reasons_are_ordered_by_absolute_contribution(explained):
