@@ -74,7 +74,8 @@ def run_demo(workdir: Path, customers: int = 1000, days: int = 35, seed: int = 7
             f"[3/5] trained model {artifact.version} on {len(history):,} transactions "
             f"({artifact.trained_on}); validation AUC {artifact.metrics.get('auc', float('nan')):.3f}, "
             f"AP {artifact.metrics.get('ap', float('nan')):.3f}; alert threshold {artifact.threshold:.10g} "
-            f"(logit {logit(artifact.threshold):.2f}: 1 % of validation transactions alert)"
+            + (f"(logit {logit(artifact.threshold):.2f}: 1 % of validation transactions alert)" if artifact.threshold < 1.0 else
+               "(over 1 % of validation transactions score 1 in floating point, the model's surest: those alert)")
         )
 
         create_topics(settings)
