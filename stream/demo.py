@@ -75,7 +75,7 @@ def run_demo(workdir: Path, customers: int = 1000, days: int = 35, seed: int = 7
             f"({artifact.trained_on}); validation AUC {artifact.metrics.get('auc', float('nan')):.3f}, "
             f"AP {artifact.metrics.get('ap', float('nan')):.3f}; alert threshold {artifact.threshold:.10g} "
             + (f"(logit {logit(artifact.threshold):.2f}: 1 % of validation transactions alert)" if artifact.threshold < 1.0 else
-               "(over 1 % of validation transactions score 1 in floating point, the model's surest: those alert)")
+               "(at least 1 % of validation transactions score exactly 1 in floating point, the model's surest; all of those alert)")
         )
 
         create_topics(settings)
