@@ -134,7 +134,7 @@ def test_a_summary_saved_with_the_model_is_used_when_it_has_the_rows_asked_for(a
     saved = replace(artifact, explanation_background=(rows, np.arange(1.0, DEFAULT_SIZE + 1)))
     expected = mean_logit(artifact, Background(rows, np.arange(1.0, DEFAULT_SIZE + 1)))
     assert Explainer.for_artifact(saved).base_value == pytest.approx(expected, abs=1e-5)
-    # another size is summarised anew, as is a model saved without a summary
+    # another size is summarised anew
     assert Explainer.for_artifact(saved, background_size=4).base_value == pytest.approx(
         mean_logit(artifact, summarise(artifact.head_inputs(artifact.background), 4)), abs=1e-5)
 
