@@ -31,7 +31,7 @@ __all__ = ["StoredRows", "challenge", "stored_rows"]
 @dataclass(frozen=True)
 class StoredRows:
     """Stored decisions as a frame (``tx_id, time`` in epoch seconds, ``card_id, model_version, decided_at,
-    score_logit, threshold, is_alert, label``) and their model inputs, row for row; ``skipped`` counts stored
+    score_logit, threshold, threshold_logit, is_alert, label``) and their model inputs, row for row; ``skipped`` counts stored
     decisions without a whole input (kept before sequences were stored), which are left out."""
 
     frame: pd.DataFrame

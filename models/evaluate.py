@@ -17,6 +17,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 
 from models.exceptions import ModelError
 from models.features import DAY, DEFAULT_LABEL_DELAY_DAYS, FEATURE_NAMES
@@ -62,12 +63,17 @@ class Fold:
 
 @dataclass
 class FoldResult:
-    """A fold, the model trained for it, its test scores and test metrics."""
+    """A fold, the model trained for it, its test logits and test metrics."""
 
     fold: Fold
     artifact: ModelArtifact
-    scores: np.ndarray
+    logits: np.ndarray
     metrics: dict[str, float]
+
+    @property
+    def scores(self) -> np.ndarray:
+        """The test scores (probabilities)."""
+        return expit(self.logits)
 
 
 def _day_number(day: date) -> int:
@@ -153,10 +159,10 @@ def run_folds(
             data_range=time_range(times[fold.train]),
             progress=progress,
         )
-        scores = artifact.predict_proba(features[fold.test])
-        metrics = detection_metrics(frame.iloc[fold.test], scores)
+        logits = artifact.predict_logit(features[fold.test])
+        metrics = detection_metrics(frame.iloc[fold.test], expit(logits))
         logger.info("fold %s: %s", fold.train_start, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-        results.append(FoldResult(fold, artifact, scores, metrics))
+        results.append(FoldResult(fold, artifact, logits, metrics))
     return results
 
 
@@ -172,6 +178,7 @@ def summarize(results: Sequence[FoldResult], labels: np.ndarray) -> dict:
             "n_test_fraud": int(labels[result.fold.test].sum()),
             "best_epoch": result.artifact.params["best_epoch"],
             "threshold": result.artifact.threshold,
+            "threshold_logit": result.artifact.threshold_logit,
         }
         for result in results
     ]

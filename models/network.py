@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 import torch
+from scipy.special import expit
 from torch import nn
 
 from models.exceptions import ModelError
@@ -33,6 +34,7 @@ __all__ = [
     "default_log_features",
     "knot_encoding",
     "log1p_columns",
+    "logit_threshold",
     "new_version",
     "sequence_inputs",
     "version_matches",
@@ -241,6 +243,36 @@ class ModelInputs:
         return cls(np.concatenate([part.features for part in parts]), np.concatenate([part.sequences for part in parts]))
 
 
+def logit_threshold(probability: float) -> float:
+    """The least logit whose score (float64 ``expit``) reaches ``probability``: a logit at or above it scores at or
+    above the probability, one below it under.
+
+    Alerts compare logits, because a score saturates: every logit above about 36.7 scores exactly 1 in float64,
+    and the knot steps give more than 1 % of transactions such logits. A threshold given as a probability
+    (an operator's ``RISKSTREAM_THRESHOLD``, a model saved before thresholds were logits) alerts on exactly the
+    scores it did, 1 included.
+
+    >>> limit = logit_threshold(1.0)
+    >>> round(limit, 2), float(expit(limit)), float(expit(np.nextafter(limit, -np.inf))) < 1.0
+    (36.74, 1.0, True)
+    >>> float(expit(logit_threshold(0.5))), logit_threshold(0.0)
+    (0.5, -inf)
+    """
+    if probability <= 0.0:
+        return -np.inf
+    if probability > 1.0:
+        return np.inf
+    below, above = -800.0, 800.0  # expit(-800) is 0, expit(800) is 1: the answer lies between
+    while True:  # bisection over the floats between the two, down to adjacent ones
+        middle = (below + above) / 2.0
+        if middle in (below, above):
+            return above
+        if expit(middle) >= probability:
+            above = middle
+        else:
+            below = middle
+
+
 @dataclass
 class ModelArtifact:
     """A trained behaviour model with everything needed to score and explain raw model inputs.
@@ -269,7 +301,8 @@ class ModelArtifact:
     scaler_mean: np.ndarray
     scaler_scale: np.ndarray
     background: ModelInputs
-    threshold: float
+    threshold_logit: float
+    """The alert threshold, in log-odds: a transaction alerts when its logit is at or above it."""
     label_delay_days: float
     metrics: dict = field(default_factory=dict)
     params: dict = field(default_factory=dict)
@@ -287,6 +320,15 @@ class ModelArtifact:
 
     def __post_init__(self) -> None:
         self._log_columns = np.array([self.feature_names.index(name) for name in self.log_features], dtype=np.int64)
+
+    @property
+    def threshold(self) -> float:
+        """The alert threshold as a probability (1 when it lies among the logits that score exactly 1)."""
+        return float(expit(self.threshold_logit))
+
+    def alerts(self, logits: np.ndarray) -> np.ndarray:
+        """Which of ``logits`` alert."""
+        return logits >= self.threshold_logit
 
     @property
     def head(self) -> nn.Sequential:
@@ -325,9 +367,9 @@ class ModelArtifact:
     def score_head(self, head_inputs: np.ndarray) -> np.ndarray:
         """Logits ``(N,)`` of head inputs (see :meth:`head_inputs`), in one forward pass without gradients.
 
-        The network computes in float32; the logits are returned as float64 so that every score derived from
-        them, and its comparison with the float64 threshold, is made in one precision (NumPy compares a
-        float32 array with a Python float in float32, which could alert on a score just below the threshold).
+        The network computes in float32; the logits are returned as float64 so that they, every score derived
+        from them and their comparison with the float64 threshold are in one precision (NumPy compares a float32
+        array with a Python float in float32, which could alert on a logit just below the threshold).
         """
         with torch.no_grad():
             return self.head(torch.from_numpy(head_inputs)).reshape(-1).numpy().astype(np.float64)
@@ -337,5 +379,5 @@ class ModelArtifact:
         return self.score_head(self.head_inputs(inputs))
 
     def predict_proba(self, inputs: ModelInputs) -> np.ndarray:
-        """Fraud probabilities ``(N,)`` of raw inputs, the scores compared with :attr:`threshold`."""
+        """Fraud probabilities ``(N,)`` of raw inputs."""
         return torch.sigmoid(torch.from_numpy(self.predict_logit(inputs))).numpy()

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from models.exceptions import ModelError, ModelIntegrityError, ModelNotFoundError
-from models.network import BehaviourModel, FrozenLinear, ModelArtifact, ModelInputs, version_matches
+from models.network import BehaviourModel, FrozenLinear, ModelArtifact, ModelInputs, logit_threshold, version_matches
 
 __all__ = [
     "CHAMPION",
@@ -80,7 +80,8 @@ def _manifest(artifact: ModelArtifact) -> dict:
         "knots": [list(column) for column in artifact.network.knots],
         "scaler_mean": [float(value) for value in artifact.scaler_mean],
         "scaler_scale": [float(value) for value in artifact.scaler_scale],
-        "threshold": float(artifact.threshold),
+        "threshold": artifact.threshold,  # the probability, for readers of the manifest; alerts use the logit
+        "threshold_logit": float(artifact.threshold_logit),
         "label_delay_days": float(artifact.label_delay_days),
         "metrics": artifact.metrics,
         "params": artifact.params,
@@ -264,7 +265,8 @@ def _verified(folder: Path, manifest: dict) -> ModelArtifact:
         scaler_mean=np.asarray(manifest["scaler_mean"], dtype=np.float64),
         scaler_scale=np.asarray(manifest["scaler_scale"], dtype=np.float64),
         background=ModelInputs(np.load(folder / BACKGROUND, allow_pickle=False), np.load(folder / SEQUENCES, allow_pickle=False)),
-        threshold=float(manifest["threshold"]),
+        # A model saved before thresholds were logits alerts on the scores its probability threshold did.
+        threshold_logit=float(manifest["threshold_logit"]) if "threshold_logit" in manifest else logit_threshold(manifest["threshold"]),
         label_delay_days=float(manifest["label_delay_days"]),
         metrics=manifest["metrics"],
         params=manifest["params"],

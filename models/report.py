@@ -65,7 +65,7 @@ def scenario_recall(results: Sequence[FoldResult], frame: pd.DataFrame) -> dict[
     if "scenario" not in frame.columns:
         return {}
     scenario = np.concatenate([frame["scenario"].to_numpy()[result.fold.test] for result in results])
-    alerted = np.concatenate([result.scores >= result.artifact.threshold for result in results])
+    alerted = np.concatenate([result.artifact.alerts(result.logits) for result in results])
     recall = {}
     for code, label in SCENARIOS.items():
         frauds = scenario == code

@@ -17,11 +17,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 import torch
-from scipy.special import expit
 
-from models.network import ModelArtifact, ModelInputs
+from models.network import ModelArtifact, ModelInputs, logit_threshold
 
-__all__ = ["LOGIT_TOLERANCE", "ReplayReport", "rescore"]
+__all__ = ["LOGIT_TOLERANCE", "ReplayReport", "rescore", "stored_threshold_logits"]
 
 LOGIT_TOLERANCE = 1e-9
 """A replayed score differing from the stored one by more than this (in log-odds) counts as changed."""
@@ -61,6 +60,24 @@ class ReplayReport:
         return asdict(self) | {"matched": self.matched}
 
 
+def stored_threshold_logits(frame: pd.DataFrame) -> np.ndarray:
+    """Each stored decision's alert threshold as a logit: its ``threshold_logit``, or for a decision stored before
+    it was kept (or a frame without the column) the logit threshold of its probability, which alerts as it did.
+
+    >>> frame = pd.DataFrame({"threshold": [0.42, 1.0, 1.0], "threshold_logit": [None, None, 40.0]})
+    >>> stored_threshold_logits(frame).round(2).tolist()
+    [-0.32, 36.74, 40.0]
+    """
+    stored = np.full(len(frame), np.nan)
+    if "threshold_logit" in frame:
+        stored[:] = frame["threshold_logit"].to_numpy(dtype=np.float64, na_value=np.nan)
+    missing = np.isnan(stored)
+    probabilities = frame["threshold"].to_numpy(dtype=np.float64)[missing].tolist()
+    limits = {probability: logit_threshold(probability) for probability in set(probabilities)}  # few, over many rows
+    stored[missing] = [limits[probability] for probability in probabilities]
+    return stored
+
+
 def rescore(
     frame: pd.DataFrame,
     inputs: ModelInputs,
@@ -70,8 +87,8 @@ def rescore(
 ) -> ReplayReport:
     """Score ``frame``'s decisions again with ``model`` (each one's own ``model_version`` when None).
 
-    ``frame`` has ``model_version, decided_at, batch_id, batch_row, score_logit, threshold, is_alert`` per row of
-    ``inputs`` (``models.challenge.StoredRows``); ``load`` gives a registry version's artifact. With its own model a
+    ``frame`` has ``model_version, decided_at, batch_id, batch_row, score_logit, threshold, is_alert`` (and
+    ``threshold_logit``: :func:`stored_threshold_logits`) per row of ``inputs`` (``models.challenge.StoredRows``); ``load`` gives a registry version's artifact. With its own model a
     decision keeps its stored threshold; with another it takes that model's. When ``frame`` has ``in_range``, its
     batches are scored whole and only the rows in range counted: a batch cut by the range would be a smaller
     product than the worker's, rounded differently in its last bits.
@@ -91,7 +108,7 @@ def _rescore_batches(
 ) -> None:
     artifacts: dict[str, ModelArtifact] = {}
     stored_logits = frame["score_logit"].to_numpy(dtype=np.float64)
-    thresholds = frame["threshold"].to_numpy(dtype=np.float64)
+    thresholds = stored_threshold_logits(frame)
     were_alerts = frame["is_alert"].to_numpy(dtype=bool)
     counted = frame["in_range"].to_numpy(dtype=bool) if "in_range" in frame else np.ones(len(frame), dtype=bool)
     batches = frame.groupby(["model_version", "decided_at", "batch_id"], sort=False, dropna=False).indices
@@ -105,7 +122,7 @@ def _rescore_batches(
         logits, rows = logits[counted[rows]], rows[counted[rows]]
         if not len(rows):
             continue
-        alerts = expit(logits) >= (thresholds[rows] if name == version else artifacts[name].threshold)
+        alerts = logits >= (thresholds[rows] if name == version else artifacts[name].threshold_logit)
         was_alert = were_alerts[rows]
         gaps = np.abs(logits - stored_logits[rows])
         counts = {

@@ -5,8 +5,8 @@ Class imbalance (about 0.8 % fraud) is handled with a positive-class weight in t
 so the model learns the full variety of normal behaviour, and the weight only rebalances the gradient. The
 weight is moderate (3, chosen on the handbook's validation folds): the metrics that matter are rankings (AP,
 CP@100); weights 1 and 3 tied on them (3 slightly ahead on AUC) and weights of 5 to 10 lowered AP. Scores are
-therefore somewhat inflated relative to the true fraud rate; the alert threshold is set on validation scores,
-not on a probability level.
+therefore somewhat inflated relative to the true fraud rate; the alert threshold is set on validation scores
+(their logits), not on a probability level.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pandas as pd
 import torch
+from scipy.special import expit
 from sklearn.tree import DecisionTreeClassifier
 from torch import nn
 from tqdm.auto import tqdm
@@ -94,14 +95,17 @@ def select_device(device: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def alert_threshold(scores: np.ndarray, alert_rate: float) -> float:
-    """The score at or above which ``alert_rate`` of ``scores`` lie (at least one alert).
+def alert_threshold(logits: np.ndarray, alert_rate: float) -> float:
+    """The logit at or above which ``alert_rate`` of ``logits`` lie (at least one alert).
+
+    Logits, not probabilities: more than 1 % of transactions can score exactly 1 in float64, and a threshold
+    among them exists only as a logit.
 
     >>> alert_threshold(np.array([0.1, 0.9, 0.5, 0.3]), 0.5)
     0.5
     """
-    count = max(1, math.ceil(alert_rate * len(scores)))
-    return float(np.sort(scores)[::-1][count - 1])
+    count = max(1, math.ceil(alert_rate * len(logits)))
+    return float(np.sort(logits)[::-1][count - 1])
 
 
 def _check_inputs(x: ModelInputs, y: np.ndarray, n_features: int, name: str) -> None:
@@ -219,7 +223,7 @@ def fit(
 
     The scaler is fitted on the training rows, training stops early when validation AP has not improved for
     ``config.patience`` epochs (the best epoch's weights are kept), and the threshold is the validation
-    score quantile giving ``config.alert_rate`` alerts. The same seed gives the same weights on the CPU.
+    logit quantile giving ``config.alert_rate`` alerts. The same seed gives the same weights on the CPU.
     ``artifact.metrics`` holds the validation ``auc`` and ``ap``.
     """
     started = time.perf_counter()
@@ -246,7 +250,7 @@ def fit(
         scaler_mean=scaler_mean,
         scaler_scale=scaler_scale,
         background=x_train[rng.choice(len(x_train), size=min(config.background_size, len(x_train)), replace=False)],
-        threshold=0.5,
+        threshold_logit=0.0,
         label_delay_days=float(label_delay_days),
         data_range=dict(data_range or {}),
         trained_on=device.type,
@@ -266,8 +270,9 @@ def fit(
     network.load_state_dict(result["state"])
     network.to("cpu", torch.float32).eval()
 
-    valid_scores = artifact.predict_proba(x_valid)
-    artifact.threshold = alert_threshold(valid_scores, config.alert_rate)
+    valid_logits = artifact.predict_logit(x_valid)
+    valid_scores = expit(valid_logits)
+    artifact.threshold_logit = alert_threshold(valid_logits, config.alert_rate)
     artifact.reference = reference_profile(x_train.features, artifact.predict_proba(x_train), names)  # drift baseline
     summary = summarise(artifact.head_inputs(artifact.background))
     artifact.explanation_background = (summary.rows, summary.weights)

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 import torch
+from scipy.special import expit, logit
 
 from models.exceptions import ModelError, ModelIntegrityError, ModelNotFoundError
 from models.network import BehaviourModel, ModelArtifact, ModelInputs, new_version
@@ -42,7 +43,7 @@ def _artifact(seed: int, minutes: int = 0) -> ModelArtifact:
         scaler_mean=rng.normal(size=3),
         scaler_scale=rng.uniform(0.5, 2.0, size=3),
         background=_inputs(rng, 20),
-        threshold=0.42,
+        threshold_logit=38.5,  # among the logits whose probability rounds to 1
         label_delay_days=7.0,
         metrics={"auc": 0.9, "ap": 0.7, "cp_at_100": 0.3},
         params={"hidden": [8, 4], "seed": seed},
@@ -74,10 +75,29 @@ def test_save_then_load_gives_the_same_model(tmp_path):
     assert np.array_equal(loaded.scaler_mean, artifact.scaler_mean)
     for saved, given in zip(loaded.explanation_background, artifact.explanation_background):
         assert np.array_equal(saved, given)
-    for field in ("version", "feature_names", "threshold", "label_delay_days", "metrics", "params", "data_range",
+    for field in ("version", "feature_names", "threshold_logit", "threshold", "label_delay_days", "metrics", "params", "data_range",
                   "trained_on", "created_at", "log_features", "reference", "input_names"):
         assert getattr(loaded, field) == getattr(artifact, field), field
     assert not loaded.network.training
+
+
+def test_the_manifest_keeps_the_threshold_as_a_logit_and_a_probability(tmp_path):
+    folder = save_artifact(_artifact(0), tmp_path)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["threshold_logit"] == 38.5 and manifest["threshold"] == 1.0  # 38.5 is beyond float64's last score below 1
+
+
+@pytest.mark.parametrize("probability", [0.42, 1.0])
+def test_a_model_saved_with_a_probability_threshold_alerts_on_the_same_scores(tmp_path, probability):
+    """A manifest written before thresholds were logits has only the probability; 1 meant every score that rounds to 1."""
+    folder = save_artifact(_artifact(0), tmp_path)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    del manifest["threshold_logit"]
+    (folder / "manifest.json").write_text(json.dumps(manifest | {"threshold": probability}))
+    loaded = load_artifact(tmp_path)
+    logits = np.array([-2.0, logit(0.42), 0.0, 36.0, 36.8, 40.0, 400.0])
+    assert loaded.alerts(logits).tolist() == (expit(logits) >= probability).tolist()
+    assert loaded.threshold == pytest.approx(probability, abs=1e-15)
 
 
 def test_a_model_saved_without_an_explanation_background_loads_without_one(tmp_path):

@@ -56,8 +56,8 @@ def test_train_from_frame_validates_on_the_last_days(history, artifact):
 def test_threshold_gives_the_alert_rate_on_validation(history, artifact):
     frame, features = history
     days = np.floor(frame["time"].to_numpy() / DAY)
-    scores = artifact.predict_proba(features[days > days.max() - 7])
-    share = np.mean(scores >= artifact.threshold)
+    logits = artifact.predict_logit(features[days > days.max() - 7])
+    share = np.mean(artifact.alerts(logits))
     assert FAST.alert_rate <= share < FAST.alert_rate + 0.005
 
 
@@ -73,7 +73,7 @@ def test_saved_and_loaded_model_scores_identically(tmp_path, history, artifact):
     save_artifact(artifact, tmp_path)
     loaded = load_artifact(tmp_path)
     assert np.array_equal(loaded.predict_proba(features[:500]), artifact.predict_proba(features[:500]))
-    assert loaded.threshold == artifact.threshold and loaded.metrics == artifact.metrics
+    assert loaded.threshold_logit == artifact.threshold_logit and loaded.metrics == artifact.metrics
 
 
 def test_the_manifest_carries_the_training_rows_reference_profile(tmp_path, history, artifact):
