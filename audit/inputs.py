@@ -25,7 +25,7 @@ LabelClock = Literal["received", "reported"]
 
 _INPUTS = """
 SELECT d.tx_id, d.event_time, d.card_id, d.model_version, d.decided_at, coalesce(d.batch_id, 0) AS batch_id, d.batch_row,
-       d.score_logit, d.threshold, d.is_alert,
+       d.score_logit, d.threshold, d.threshold_logit, d.is_alert,
        d.features, d.sequence, l.is_fraud AS label{in_range}
 FROM {decisions} AS d LEFT JOIN (
     SELECT tx_id, is_fraud FROM {labels} WHERE {known}
@@ -50,7 +50,8 @@ def stored_inputs(
 ) -> pa.Table:
     """Decisions with ``since <= event_time <= until`` (naive UTC), in event-time order, with their label.
 
-    Columns: ``tx_id, event_time, card_id, model_version, decided_at, batch_id, score_logit, threshold, is_alert,
+    Columns: ``tx_id, event_time, card_id, model_version, decided_at, batch_id, score_logit, threshold,
+    threshold_logit`` (NULL for decisions stored before it was kept), ``is_alert,
     features`` (in the model's feature order), ``sequence`` (float32, empty for decisions stored before it
     was kept), ``batch_id`` (0 for decisions stored without one), ``batch_row`` and ``label`` (the latest verdict known at ``labels_as_of``, NULL when none; every label when
     ``labels_as_of`` is None). With ``whole_batches``, every decision of a scoring batch that has one in the range,

@@ -96,6 +96,7 @@ DECISION_COLUMNS: tuple[Column, ...] = (
     Column("shadow_score", "DOUBLE", pa.float64(), required=False),
     Column("shadow_score_logit", "DOUBLE", pa.float64(), required=False),
     Column("shadow_is_alert", "BOOLEAN", pa.bool_(), required=False),
+    Column("threshold_logit", "DOUBLE", pa.float64(), required=False),
 )
 REASON_COLUMNS: tuple[Column, ...] = (
     Column("tx_id", "VARCHAR", pa.string()),

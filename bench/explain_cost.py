@@ -70,15 +70,15 @@ def throughput(artifact: ModelArtifact, features: ModelInputs, passes: int, back
     full. The thread's CPU time leaves out the time other processes take the core.
     """
     rows = features[: batch * (len(features) // batch)]
-    threshold = float(np.quantile(artifact.predict_proba(rows), 0.99))
+    threshold_logit = float(np.quantile(artifact.predict_logit(rows), 0.99))
     transactions = [
         {"tx_id": str(index), "event_time": 0, "card_id": "c", "terminal_id": "t", "amount": float(row[0])}
         for index, row in enumerate(rows.features)
     ]
     explainer = Explainer.for_artifact(artifact, background_size=background)
     scorers = {
-        "with": Scorer(artifact, explainer, threshold=threshold, tokenize=Tokenizer(DEMO_KEY)),
-        "without": UnexplainedScorer(artifact, explainer, threshold=threshold, tokenize=Tokenizer(DEMO_KEY)),
+        "with": Scorer(artifact, explainer, threshold_logit=threshold_logit, tokenize=Tokenizer(DEMO_KEY)),
+        "without": UnexplainedScorer(artifact, explainer, threshold_logit=threshold_logit, tokenize=Tokenizer(DEMO_KEY)),
     }
     clocks = {"wall clock": time.perf_counter, "thread CPU time": time.thread_time}
     starts = range(0, len(rows), batch)

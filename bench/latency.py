@@ -100,9 +100,9 @@ def main() -> None:
     shutil.rmtree(args.workdir, ignore_errors=True)
     args.workdir.mkdir(parents=True)
     with EmbeddedBroker() as broker:
-        threshold = alert_threshold(train_model(args.workdir / "models"), frame)
+        threshold_logit = alert_threshold(train_model(args.workdir / "models"), frame)
         tuning = {"batch_within_s": args.batch_within, "producer_linger_s": args.linger, "fetch_wait_s": args.fetch_wait}
-        overrides = worker_overrides(broker, args.workdir, "bench-latency", threshold=threshold, **{k: v for k, v in tuning.items() if v is not None})
+        overrides = worker_overrides(broker, args.workdir, "bench-latency", threshold_logit=threshold_logit, **{k: v for k, v in tuning.items() if v is not None})
         services = LocalServices(overrides, args.workdir / "logs")
         settings = services.settings
         create_topics(settings)

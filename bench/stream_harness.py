@@ -50,10 +50,10 @@ def train_model(registry: Path) -> ModelArtifact:
 
 
 def alert_threshold(artifact: ModelArtifact, frame: pd.DataFrame, rate: float = 0.01, sample: int = 20_000) -> float:
-    """The score above which ``rate`` of the frame's first ``sample`` transactions alert, so that the
+    """The logit above which ``rate`` of the frame's first ``sample`` transactions alert, so that the
     benchmark explains about as many alerts as a service would (the model was trained on other data)."""
     head = frame.head(sample).reset_index(drop=True)
-    return float(np.quantile(artifact.predict_proba(replay_features(head)), 1.0 - rate))
+    return float(np.quantile(artifact.predict_logit(replay_features(head)), 1.0 - rate))
 
 
 def worker_overrides(broker: EmbeddedBroker, workdir: Path, app_id: str, **extra: Any) -> dict[str, Any]:

@@ -74,9 +74,9 @@ def counting_rate(settings: Settings, expected: int, workdir: Path, run: int) ->
     return result["count"] / (result["last"] - result["first"]), result["count"] / clock.between(result["first"], result["last"])
 
 
-def worker_rate(broker: EmbeddedBroker, transactions_topic: str, threshold: float, expected: int, workdir: Path, run: int) -> dict:
+def worker_rate(broker: EmbeddedBroker, transactions_topic: str, threshold_logit: float, expected: int, workdir: Path, run: int) -> dict:
     """Events/s of the riskstream worker, first transaction in to last decision out, and what it produced."""
-    overrides = worker_overrides(broker, workdir, f"bench-worker-{run}", transactions_topic=transactions_topic, threshold=threshold)
+    overrides = worker_overrides(broker, workdir, f"bench-worker-{run}", transactions_topic=transactions_topic, threshold_logit=threshold_logit)
     services = LocalServices(overrides, workdir / f"logs-{run}")
     settings = services.settings
     create_topics(settings)
@@ -116,14 +116,14 @@ def main() -> None:
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     with EmbeddedBroker() as broker:
-        threshold = alert_threshold(train_model(workdir / "models"), frame)
+        threshold_logit = alert_threshold(train_model(workdir / "models"), frame)
         load = Settings(**worker_overrides(broker, workdir, "bench-load"))
         create_topics(load)
         produce(replay_events(frame, load, label_delay_days=None), load, total=len(frame), progress=False)
         counts, workers = [], []
         for run in range(args.repeats):
             counts.append(counting_rate(load, len(frame), workdir, run))
-            workers.append(worker_rate(broker, load.transactions_topic, threshold, len(frame), workdir, run))
+            workers.append(worker_rate(broker, load.transactions_topic, threshold_logit, len(frame), workdir, run))
             print(f"run {run + 1}: counting agent {counts[-1][0]:,.0f} events/s, worker {workers[-1]['rate']:,.0f} events/s", file=sys.stderr)
 
     count, count_cpu = (statistics.median(values) for values in zip(*counts))

@@ -36,11 +36,14 @@ class AlertReport:
         """The explanation as an analyst reads it: the score, how it adds up, then every reason."""
         d = self.decision
         flagged = "  FLAGGED: the reasons cannot be trusted" if d["explanation_flagged"] else ""
+        threshold = f"threshold {d['threshold']:.4f}"
+        if d.get("threshold_logit") is not None:  # stored since thresholds are logits
+            threshold += f", logit {d['threshold_logit']:.2f}"
         lines = [
             f"transaction {d['tx_id']}  card {d['card_id']}  terminal {d['terminal_id']}  amount {d['amount']:.2f}",
             f"model {d['model_version']}  event time {d['event_time']:%Y-%m-%d %H:%M:%S}  "
             f"decided {d['decided_at']:%Y-%m-%d %H:%M:%S}",
-            f"score {self.probability:.4f} (probability; threshold {d['threshold']:.4f}, alert: {d['is_alert']})",
+            f"score {self.probability:.4f} (probability; {threshold}; alert: {d['is_alert']})",
         ]
         if d["base_value"] is None or self.reasons.empty:
             lines.append("no reasons stored: explaining failed or the transaction was not an alert" + flagged)

@@ -94,6 +94,7 @@ class Serving:
             artifact,
             Explainer.for_artifact(artifact, tolerance=self.settings.explanation_tolerance),
             threshold=self.settings.threshold,
+            threshold_logit=self.settings.threshold_logit,
             top_reasons=self.settings.top_reasons,
             tolerance=self.settings.explanation_tolerance,
             tokenize=self.tokenize,

@@ -121,7 +121,8 @@ def train(data: Path, until: str | None, valid_days: int, epochs: int | None, se
     artifact = train_from_frame(frame, features, valid_days=valid_days, config=config, progress=True)
     path = save_artifact(artifact, settings.model_registry, promote=promote)
     click.echo(f"model {artifact.version} → {path}")
-    click.echo(json.dumps({"metrics": artifact.metrics, "threshold": artifact.threshold, "device": artifact.trained_on}, indent=2, default=str))
+    summary = {"metrics": artifact.metrics, "threshold": artifact.threshold, "threshold_logit": artifact.threshold_logit, "device": artifact.trained_on}
+    click.echo(json.dumps(summary, indent=2, default=str))
 
 
 @main.command()

@@ -62,13 +62,23 @@ WireFormat = Literal["auto", "plain", "confluent"]
 NAMESPACE = "riskstream"
 SCHEMA_DIR = Path(__file__).with_name("schemas")
 
-#: Confluent schema ids used when no registry is given; fixed, so producers and consumers agree. An internal
-#: record whose layout changes takes a new id and its old one is retired, so that a message left over from an
+RETIRED_DIR = SCHEMA_DIR / "retired"
+
+
+def _retired(name: str, schema_id: int) -> Mapping[str, Any]:
+    """The layout a record had under an earlier schema id (``retired/<name>-<id>.avsc``)."""
+    return json.loads((RETIRED_DIR / f"{name}-{schema_id}.avsc").read_text(encoding="utf-8"))
+
+
+#: Confluent schema ids used when no registry is given; fixed, so producers and consumers agree. A record whose
+#: layout changes takes a new id. An internal record's old id is retired, so that a message left over from an
 #: older version fails to decode (``unknown_schema_id``) instead of being misread: 5, 6 and 8 were the
-#: terminal-event records before card readings were packed as bytes.
-DEFAULT_SCHEMA_IDS: Mapping[int, str] = MappingProxyType(
-    {1: "Transaction", 2: "Feedback", 3: "Decision", 4: "Alert", 7: "TransactionBatch", 9: "TerminalEvent",
-     10: "EnrichedTransaction", 11: "TerminalEventBatch"}
+#: terminal-event records before card readings were packed as bytes. An external record's old layout stays
+#: readable under its old id, the fields added since taking their defaults: 3 is the Decision before it carried
+#: ``threshold_logit``.
+DEFAULT_SCHEMA_IDS: Mapping[int, str | Mapping[str, Any]] = MappingProxyType(
+    {1: "Transaction", 2: "Feedback", 3: _retired("Decision", 3), 4: "Alert", 7: "TransactionBatch", 9: "TerminalEvent",
+     10: "EnrichedTransaction", 11: "TerminalEventBatch", 12: "Decision"}
 )
 
 #: Messages larger than this are refused unread (a corrupt length could otherwise cost memory).
@@ -363,7 +373,7 @@ def register_faust_codecs(registry: SchemaRegistry | None = None, wire_format: W
     Call once before building topics that name them; registering again replaces them.
     """
     registry = registry if registry is not None else SchemaRegistry()
-    for schema_name in DEFAULT_SCHEMA_IDS.values():
+    for schema_name in (entry for entry in DEFAULT_SCHEMA_IDS.values() if isinstance(entry, str)):
         codec = AvroFaustCodec(schema_name=schema_name, wire_format=wire_format, registry=registry)
         faust_codecs.register(faust_codec_name(schema_name), codec)
     logger.debug("registered Faust Avro codecs (wire format %s)", wire_format)

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import click
 import pandas as pd
-from scipy.special import logit
 
 from audit import query
 from models.dataset import normalize
@@ -73,9 +72,8 @@ def run_demo(workdir: Path, customers: int = 1000, days: int = 35, seed: int = 7
         click.echo(
             f"[3/5] trained model {artifact.version} on {len(history):,} transactions "
             f"({artifact.trained_on}); validation AUC {artifact.metrics.get('auc', float('nan')):.3f}, "
-            f"AP {artifact.metrics.get('ap', float('nan')):.3f}; alert threshold {artifact.threshold:.10g} "
-            + (f"(logit {logit(artifact.threshold):.2f}: 1 % of validation transactions alert)" if artifact.threshold < 1.0 else
-               "(at least 1 % of validation transactions score exactly 1 in floating point, the model's surest; all of those alert)")
+            f"AP {artifact.metrics.get('ap', float('nan')):.3f}; alert threshold: logit {artifact.threshold_logit:.2f}, "
+            f"probability {artifact.threshold:.10g} (1 % of validation transactions alert)"
         )
 
         create_topics(settings)

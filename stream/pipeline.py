@@ -25,7 +25,7 @@ from scipy.special import expit
 
 from explain import Explainer, Explanation, check_additivity
 from models.features import FEATURE_NAMES, SEQUENCE_LENGTH, SEQUENCE_STEP, CardState, TerminalState, card_step, feature_vector, terminal_step
-from models.network import ModelInputs
+from models.network import ModelInputs, logit_threshold
 from models.registry import ModelArtifact
 from stream.codec import AvroCodec
 from stream.exceptions import EventDecodeError
@@ -209,6 +209,9 @@ class ScoredBatch:
 class Scorer:
     """Scores a batch with one model call and explains only the alerts, in one more call.
 
+    A transaction alerts when its logit is at or above the threshold: the model's, or one given as a probability
+    (``threshold``, see :func:`models.network.logit_threshold`) or as a logit (``threshold_logit``).
+
     ``tokenize`` (e.g. :class:`stream.privacy.Tokenizer`) replaces the card id in every decision and alert,
     so no raw card id leaves the worker.
     """
@@ -222,11 +225,17 @@ class Scorer:
         tolerance: float = 1e-4,
         *,
         tokenize: Callable[[str], str],
+        threshold_logit: float | None = None,
     ) -> None:
         self.tokenize = tokenize
         self.artifact = artifact
         self.explainer = explainer
-        self.threshold = artifact.threshold if threshold is None else threshold
+        if threshold is not None and threshold_logit is not None:
+            raise ValueError("give the alert threshold as a probability or as a logit, not both")
+        if threshold_logit is None:
+            threshold_logit = artifact.threshold_logit if threshold is None else logit_threshold(threshold)
+        self.threshold_logit = float(threshold_logit)
+        self.threshold = float(expit(self.threshold_logit))
         self.top_reasons = top_reasons
         self.tolerance = tolerance
 
@@ -240,7 +249,7 @@ class Scorer:
         head_inputs = self.artifact.head_inputs(inputs)
         logits = self.artifact.score_head(head_inputs)
         scores = expit(logits)
-        alert_rows = np.flatnonzero(scores >= self.threshold)
+        alert_rows = np.flatnonzero(logits >= self.threshold_logit)  # a score can saturate at 1, its logit cannot
         explanations, flagged = self._explain(transactions, alert_rows, features, head_inputs, logits)
         batch = ScoredBatch([], [], flagged=len(flagged))
         # Plain Python numbers in one conversion per array: per-row numpy indexing costs more than the row.
@@ -256,6 +265,7 @@ class Scorer:
                 "score": score,
                 "score_logit": logit,
                 "threshold": self.threshold,
+                "threshold_logit": self.threshold_logit,
                 "is_alert": row in explanations,
                 "model_version": self.artifact.version,
                 "decided_at": decided_at,

@@ -47,4 +47,4 @@ def add_shadow_scores(decisions: list[dict], shadow: ModelArtifact, inputs: Mode
     scores = expit(logits)
     for decision, logit, score in zip(decisions, logits.tolist(), scores.tolist(), strict=True):
         decision.update(shadow_model_version=shadow.version, shadow_score=score, shadow_score_logit=logit,
-                        shadow_is_alert=score >= shadow.threshold)
+                        shadow_is_alert=logit >= shadow.threshold_logit)

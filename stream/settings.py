@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     model_version: str | None = Field(None, description="RISKSTREAM_MODEL_VERSION: serve this version instead of the champion")
     model_poll_interval_s: float = Field(5.0, gt=0.0, description="RISKSTREAM_MODEL_POLL_INTERVAL_S: how often workers check the registry's CHAMPION and SHADOW pointers and switch models")
     threshold: float | None = Field(None, ge=0.0, le=1.0, description="RISKSTREAM_THRESHOLD: alert threshold on the probability; default: the model's recommended one")
+    threshold_logit: float | None = Field(None, allow_inf_nan=False, description="RISKSTREAM_THRESHOLD_LOGIT: alert threshold on the logit instead, for a threshold among the scores that round to 1")
     top_reasons: int = Field(5, ge=1, description="RISKSTREAM_TOP_REASONS: reasons carried by an alert (the audit store keeps all)")
     explanation_tolerance: float = Field(1e-4, gt=0.0, description="RISKSTREAM_EXPLANATION_TOLERANCE: largest additivity gap an alert may carry unflagged")
     batch_size: int = Field(500, ge=1, description="RISKSTREAM_BATCH_SIZE: events scored per model call at most")
@@ -69,6 +70,12 @@ class Settings(BaseSettings):
             raise ValueError(f"RISKSTREAM_SECURITY_PROTOCOL={self.security_protocol} needs RISKSTREAM_SASL_USERNAME and RISKSTREAM_SASL_PASSWORD")
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
             raise ValueError("RISKSTREAM_SSL_CERTFILE and RISKSTREAM_SSL_KEYFILE go together")
+        return self
+
+    @model_validator(mode="after")
+    def _one_threshold(self) -> Settings:
+        if self.threshold is not None and self.threshold_logit is not None:
+            raise ValueError("set RISKSTREAM_THRESHOLD or RISKSTREAM_THRESHOLD_LOGIT, not both")
         return self
 
     @cached_property

@@ -108,8 +108,9 @@ def test_transactions_are_scored_explained_and_audited(
     assert 'riskstream_consumer_lag{partition="0",topic="e2e-transactions"}' in exposition
     assert sample_total(exposition, "riskstream_score_batch_seconds_count") > 0
 
-    threshold = artifact.threshold
-    expected_alerts = set(query(settings.audit_dir, f"SELECT tx_id FROM decisions WHERE score >= {threshold!r}").column(0).to_pylist())
+    threshold = artifact.threshold_logit
+    assert query(settings.audit_dir, "SELECT DISTINCT threshold_logit FROM decisions").column(0).to_pylist() == [threshold]
+    expected_alerts = set(query(settings.audit_dir, f"SELECT tx_id FROM decisions WHERE score_logit >= {threshold!r}").column(0).to_pylist())
     flagged = set(query(settings.audit_dir, "SELECT tx_id FROM decisions WHERE is_alert").column(0).to_pylist())
     assert expected_alerts, "the test data should produce alerts"
     assert flagged == expected_alerts

@@ -67,6 +67,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "Decision": {
         **DECIDED,
         "is_alert": True,
+        "threshold_logit": 0.0,
         "features": [42.5, 3.0],
         "base_value": -3.0,
         "additivity_gap": 1e-9,
@@ -98,7 +99,7 @@ SCHEMAS = sorted(SAMPLES)
 
 
 def test_every_default_schema_has_a_sample():
-    assert set(SAMPLES) == set(DEFAULT_SCHEMA_IDS.values())
+    assert set(SAMPLES) == {entry for entry in DEFAULT_SCHEMA_IDS.values() if isinstance(entry, str)}
 
 
 @pytest.mark.parametrize("wire_format", ["plain", "confluent", "auto"])
@@ -183,6 +184,20 @@ def test_decision_written_before_the_model_inputs_and_shadow_were_kept_gets_thei
 
     assert decoded == {**old, "sequence": [], "batch_id": None, "batch_row": None, "shadow_model_version": None, "shadow_score": None,
                        "shadow_score_logit": None, "shadow_is_alert": None}
+
+
+def test_decision_of_the_previous_layout_reads_without_a_logit_threshold():
+    """Decisions written before they carried threshold_logit (id 3, as the previous version's workers write them)
+    still reach the audit writer; encoders now write id 12."""
+    registry = SchemaRegistry()
+    old = {key: value for key, value in SAMPLES["Decision"].items() if key != "threshold_logit"}
+    body = io.BytesIO()
+    schemaless_writer(body, registry.schema_for(3, logical_types=False), old)
+
+    decoded = AvroCodec("Decision").decode(b"\x00" + (3).to_bytes(4, "big") + body.getvalue())
+
+    assert decoded == {**old, "threshold_logit": None}
+    assert AvroCodec("Decision").encode(SAMPLES["Decision"])[:5] == b"\x00" + (12).to_bytes(4, "big")
 
 
 def test_id_of_another_schema_is_a_schema_mismatch():

@@ -52,10 +52,10 @@ def decisions_of(frame: pd.DataFrame, inputs: ModelInputs, artifact: ModelArtifa
         "tx_id": frame["tx_id"].tolist(), "event_time": (frame["time"] * 1000).round().astype(np.int64).tolist(),
         "card_id": frame["card_id"].astype(str).tolist(), "terminal_id": frame["terminal_id"].astype(str).tolist(),
         "amount": frame["amount"].tolist(), "score": scores.tolist(), "score_logit": logits.tolist(),
-        "is_alert": (scores >= artifact.threshold).tolist(), "decided_at": (1_000_000 + np.arange(len(frame)) // BATCH).tolist(),
+        "is_alert": artifact.alerts(logits).tolist(), "decided_at": (1_000_000 + np.arange(len(frame)) // BATCH).tolist(),
         "features": inputs.features.tolist(), "sequence": inputs.sequences.reshape(len(frame), -1).tolist(),
     }
-    return [dict(zip(columns, values)) | {"threshold": artifact.threshold, "model_version": artifact.version}
+    return [dict(zip(columns, values)) | {"threshold": artifact.threshold, "threshold_logit": artifact.threshold_logit, "model_version": artifact.version}
             for values in zip(*columns.values())]
 
 
@@ -133,7 +133,7 @@ def test_replay_with_the_original_model_matches_every_decision_and_counts_change
     save_artifact(challenger, store.registry, promote=False)
     report = replay(store.root, store.registry, since, until, model=challenger.version)
     stored_alerts = np.array([decision["is_alert"] for decision in decisions_of(store.frame, store.inputs, store.champion)])
-    expected_alerts = challenger.predict_proba(store.inputs) >= challenger.threshold
+    expected_alerts = challenger.alerts(challenger.predict_logit(store.inputs))
     assert report.decisions == len(store.frame) and report.scores_changed == len(store.frame)
     assert report.alerts_changed == report.new_alerts == int((expected_alerts != stored_alerts).sum()) > 0
     assert report.dropped_alerts == 0

@@ -9,6 +9,7 @@ import logging
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from explain import Explainer
 from models.features import DEFAULT_LABEL_DELAY_DAYS, FEATURE_NAMES
@@ -201,6 +202,34 @@ def test_alerts_are_exactly_the_scores_at_or_above_the_threshold(scored) -> None
     assert [decision["score"] >= threshold for decision in batch.decisions] == [bool(s >= threshold) for s in scores]
     assert {alert["tx_id"] for alert in batch.alerts} == {d["tx_id"] for d in batch.decisions if d["score"] >= threshold}
     assert len(batch.alerts) == 2
+
+
+def test_alerts_follow_the_logit_where_every_score_rounds_to_1(scored) -> None:
+    """A model whose surest transactions all score exactly 1 in float64 can still alert on a few of them."""
+    artifact, transactions, features = scored
+    sure = copy.deepcopy(artifact)
+    with torch.no_grad():
+        sure.network.head[-1].bias += 60.0  # every logit far above 36.7, where float64 expit gives 1
+    logits = sure.predict_logit(features)
+    sure.threshold_logit = float(np.sort(logits)[-5])
+    assert (sure.predict_proba(features) == 1.0).all()
+
+    batch = Scorer(sure, Explainer.for_artifact(sure), tokenize=TOKENIZE).score(transactions, features)
+
+    assert [decision["is_alert"] for decision in batch.decisions] == (logits >= sure.threshold_logit).tolist()
+    assert len(batch.alerts) == 5
+    assert all(d["threshold"] == 1.0 and d["threshold_logit"] == sure.threshold_logit for d in batch.decisions)
+    encoded_round_trip(batch)
+
+
+def test_a_threshold_is_given_as_a_probability_or_a_logit_not_both(scored) -> None:
+    artifact, transactions, features = scored
+    explainer = Explainer.for_artifact(artifact)
+    with pytest.raises(ValueError, match="not both"):
+        Scorer(artifact, explainer, threshold=0.5, threshold_logit=0.0, tokenize=TOKENIZE)
+    limit = float(np.sort(artifact.predict_logit(features))[-3])
+    batch = Scorer(artifact, explainer, threshold_logit=limit, tokenize=TOKENIZE).score(transactions, features)
+    assert len(batch.alerts) == 3 and batch.decisions[0]["threshold_logit"] == limit
 
 
 def test_a_failing_explainer_flags_its_alerts_and_the_batch_is_still_scored(scored, caplog) -> None:
