@@ -320,10 +320,13 @@ class TerminalState:
         recent the terminal's known frauds are, and what its latest known fraud looked like.
 
         Every value reads only transactions older than the label delay: the stream re-keys transactions by
-        terminal from many card partitions, so recent ones may be processed in any order, old ones not.
+        terminal from many card partitions, so recent ones may be processed in any order, old ones not. And none
+        reads further back than the longest window, so the history a terminal holds beyond it (see
+        :meth:`update`) changes no value.
         """
         hi = time - label_delay_days * DAY
-        frauds = [label for label in self.labels if label[3] and label[1] <= time] if self.labels else []
+        lo = hi - max(WINDOWS_DAYS) * DAY  # the longest window: no value reads further back, however long the history
+        frauds = [label for label in self.labels if label[3] and label[1] <= time and label[0] > lo] if self.labels else []
         fraud_times = [label[0] for label in frauds]
         values = []
         for days in WINDOWS_DAYS:

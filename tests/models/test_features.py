@@ -217,6 +217,22 @@ def test_the_latest_known_fraud_says_whether_it_looked_like_a_card_or_a_terminal
     assert state.features(1.5 * DAY, 7)[-2:] == [0.0, 0.0]
 
 
+def test_a_known_fraud_older_than_the_longest_window_is_not_read_though_still_held():
+    """Terminals hold more history than the windows read (a partition behind in event time finds them whole);
+    what they hold beyond the windows must not change a feature, or features would follow the retention."""
+    state = TerminalState()
+    for day in (0.0, 1.0):  # a run of two frauds, then a genuine transaction
+        terminal_step(state, day * DAY, f"d{day}", 10.0, ORDINARY, 7)
+        state.label(f"d{day}", True, reported=(day + 7) * DAY)
+    terminal_step(state, 2.0 * DAY, "genuine", 10.0, ORDINARY, 7)
+    inside = dict(zip(TERMINAL_COLUMNS, state.features(37.5 * DAY, 7)))  # the window reaches back to day 0.5
+    beyond = dict(zip(TERMINAL_COLUMNS, state.features(38.5 * DAY, 7)))  # to day 1.5: both frauds are older
+    assert "d0.0" in state.tx_ids
+    assert (inside["terminal_fraud_streak"], inside["terminal_days_since_last_fraud"]) == (1.0, 36.5)
+    assert (beyond["terminal_fraud_streak"], beyond["terminal_days_since_last_fraud"]) == (0.0, 60.0)
+    assert beyond == dict(zip(TERMINAL_COLUMNS, TerminalState().features(38.5 * DAY, 7))) | {"terminal_tx_count_30d": 1.0}
+
+
 def test_a_label_reported_early_waits_for_the_label_delay():
     state = TerminalState()
     terminal_step(state, 10 * DAY, "quick", 10.0, ORDINARY, 7)
