@@ -275,7 +275,7 @@ def test_a_crash_during_export_leaves_no_partial_file_and_no_duplicate(root: Pat
 
 
 # The columns decisions gained with the model's whole input and the shadow model.
-_NEWER = ("sequence", "batch_id", "batch_row", "shadow_model_version", "shadow_score", "shadow_score_logit", "shadow_is_alert")
+_NEWER = ("sequence", "batch_id", "batch_row", "shadow_model_version", "shadow_score", "shadow_score_logit", "shadow_is_alert", "threshold_logit")
 
 
 def test_a_store_written_before_the_newer_columns_is_upgraded_when_opened(root: Path) -> None:
@@ -300,6 +300,7 @@ def test_a_store_written_before_the_newer_columns_is_upgraded_when_opened(root: 
     inputs = stored_inputs(root)
     assert inputs.column("tx_id").to_pylist() == ["t-alert", "t-new", "t-old"]
     assert inputs.column("sequence").to_pylist()[1] == [0.5] * 32
+    assert inputs.column("threshold_logit").to_pylist() == [None, None, None]  # replay derives it from the probability
 
 
 def test_a_store_lacking_a_required_column_is_refused_with_its_name(root: Path) -> None:
