@@ -122,7 +122,7 @@ def _rescore_batches(
         logits, rows = logits[counted[rows]], rows[counted[rows]]
         if not len(rows):
             continue
-        alerts = logits >= (thresholds[rows] if name == version else artifacts[name].threshold_logit)
+        alerts = logits >= thresholds[rows] if name == version else artifacts[name].alerts(logits)
         was_alert = were_alerts[rows]
         gaps = np.abs(logits - stored_logits[rows])
         counts = {

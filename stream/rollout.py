@@ -45,6 +45,5 @@ def add_shadow_scores(decisions: list[dict], shadow: ModelArtifact, inputs: Mode
     """
     logits = shadow.predict_logit(inputs)
     scores = expit(logits)
-    for decision, logit, score in zip(decisions, logits.tolist(), scores.tolist(), strict=True):
-        decision.update(shadow_model_version=shadow.version, shadow_score=score, shadow_score_logit=logit,
-                        shadow_is_alert=logit >= shadow.threshold_logit)
+    for decision, logit, score, alert in zip(decisions, logits.tolist(), scores.tolist(), shadow.alerts(logits).tolist(), strict=True):
+        decision.update(shadow_model_version=shadow.version, shadow_score=score, shadow_score_logit=logit, shadow_is_alert=alert)
