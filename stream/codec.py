@@ -74,11 +74,11 @@ def _retired(name: str, schema_id: int) -> Mapping[str, Any]:
 #: layout changes takes a new id. An internal record's old id is retired, so that a message left over from an
 #: older version fails to decode (``unknown_schema_id``) instead of being misread: 5, 6 and 8 were the
 #: terminal-event records before card readings were packed as bytes. An external record's old layout stays
-#: readable under its old id, the fields added since taking their defaults: 3 is the Decision before it carried
-#: ``threshold_logit``.
+#: readable under its old id, the fields added since taking their defaults: 3 and 4 are the Decision and the Alert
+#: before they carried ``threshold_logit``.
 DEFAULT_SCHEMA_IDS: Mapping[int, str | Mapping[str, Any]] = MappingProxyType(
-    {1: "Transaction", 2: "Feedback", 3: _retired("Decision", 3), 4: "Alert", 7: "TransactionBatch", 9: "TerminalEvent",
-     10: "EnrichedTransaction", 11: "TerminalEventBatch", 12: "Decision"}
+    {1: "Transaction", 2: "Feedback", 3: _retired("Decision", 3), 4: _retired("Alert", 4), 7: "TransactionBatch",
+     9: "TerminalEvent", 10: "EnrichedTransaction", 11: "TerminalEventBatch", 12: "Decision", 13: "Alert"}
 )
 
 #: Messages larger than this are refused unread (a corrupt length could otherwise cost memory).

@@ -118,6 +118,7 @@ def test_transactions_are_scored_explained_and_audited(
     all_alerts = consume_all(settings.bootstrap_servers, settings.alerts_topic, len(expected_alerts))
     decoded = [alert_codec.decode(message.value) for message in all_alerts]
     assert {alert["tx_id"] for alert in decoded} == expected_alerts
+    assert {alert["threshold_logit"] for alert in decoded} == {threshold}
     assert all(message.key.decode() == alert["tx_id"] for message, alert in zip(all_alerts, decoded))
     assert alerts
 

@@ -83,6 +83,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
     },
     "Alert": {
         **DECIDED,
+        "threshold_logit": 0.0,
         "explanation_space": "log-odds",
         "base_value": -3.0,
         "additivity_gap": 1e-9,
@@ -186,18 +187,19 @@ def test_decision_written_before_the_model_inputs_and_shadow_were_kept_gets_thei
                        "shadow_score_logit": None, "shadow_is_alert": None}
 
 
-def test_decision_of_the_previous_layout_reads_without_a_logit_threshold():
-    """Decisions written before they carried threshold_logit (id 3, as the previous version's workers write them)
-    still reach the audit writer; encoders now write id 12."""
+@pytest.mark.parametrize(("name", "previous", "current"), [("Decision", 3, 12), ("Alert", 4, 13)])
+def test_previous_layout_reads_without_a_logit_threshold(name, previous, current):
+    """Decisions and alerts written before they carried threshold_logit (under the ids the previous version's
+    workers write) still reach the audit writer and alert consumers; encoders now write the new ids."""
     registry = SchemaRegistry()
-    old = {key: value for key, value in SAMPLES["Decision"].items() if key != "threshold_logit"}
+    old = {key: value for key, value in SAMPLES[name].items() if key != "threshold_logit"}
     body = io.BytesIO()
-    schemaless_writer(body, registry.schema_for(3, logical_types=False), old)
+    schemaless_writer(body, registry.schema_for(previous, logical_types=False), old)
 
-    decoded = AvroCodec("Decision").decode(b"\x00" + (3).to_bytes(4, "big") + body.getvalue())
+    decoded = AvroCodec(name).decode(b"\x00" + previous.to_bytes(4, "big") + body.getvalue())
 
     assert decoded == {**old, "threshold_logit": None}
-    assert AvroCodec("Decision").encode(SAMPLES["Decision"])[:5] == b"\x00" + (12).to_bytes(4, "big")
+    assert AvroCodec(name).encode(SAMPLES[name])[:5] == b"\x00" + current.to_bytes(4, "big")
 
 
 def test_id_of_another_schema_is_a_schema_mismatch():
