@@ -1,9 +1,10 @@
 """Scale-out: one, two and four workers on the same 8-partition topics, each with the audit writer, all on this
 machine and one embedded broker; then the state memory per card.
 
-For each worker count the same simulated transactions (and their delayed labels) are produced once every worker
-is ready, at full speed, and the run is checked against the offline replay that one uninterrupted worker matches
-(stream/drill.py): one decision per transaction, alerts, every card's changelogged state and card features.
+For each worker count the same simulated transactions (each fraud followed by its label, reported a label delay
+later) are produced once every worker is ready, at full speed, and the run is checked against the offline replay
+that one uninterrupted worker matches (stream/drill.py): one decision per transaction, alerts, every card's
+changelogged state and card features.
 Events/s counts transactions from the first to the last decision. On a machine with fewer cores than workers the
 ideal is flat: the point is that the totals stay exact and the rate does not collapse.
 

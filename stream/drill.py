@@ -202,9 +202,9 @@ def check_run(settings: Settings, reference: Reference) -> RunCheck:
 
 def replay(services: LocalServices, frame: pd.DataFrame, steps: Sequence[Step] = (), rate: float | None = None,
            timeout_s: float = 600.0) -> None:
-    """Produce ``frame`` (with its delayed labels) once every worker is ready, at ``rate`` events/s or as fast as
-    possible, run each step when that fraction of the transactions has a stored decision, and wait until all
-    have one.
+    """Produce ``frame`` (each fraud followed by its label, reported a label delay later) once every worker is
+    ready, at ``rate`` events/s or as fast as possible, run each step when that fraction of the transactions has
+    a stored decision, and wait until all have one.
 
     Terminal windows read only transactions older than the label delay, because transactions reach a terminal
     from many card partitions in any order; the same scores as an uninterrupted run therefore need partitions

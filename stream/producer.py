@@ -1,7 +1,11 @@
 """Replaying a transaction file into Kafka as Avro events, in event-time order.
 
-Fraud labels in the file can be replayed too, as feedback events that arrive ``label_delay_days`` after
-their transaction (a chargeback's typical delay in the handbook's protocol), interleaved in time order.
+Fraud labels in the file can be replayed too, as feedback events reported ``label_delay_days`` after their
+transaction (a chargeback's typical delay in the handbook's protocol). Each is sent right after its transaction:
+its ``reported_at``, not its place in the stream, decides from when it counts (see
+:meth:`models.features.TerminalState.label`), so a replay's scores do not depend on how far one worker's
+feedback ingest runs behind another's card stage. Sent when due instead, a label could reach its terminal after
+transactions reported later than it, which it then could not count for.
 """
 
 from __future__ import annotations
@@ -10,7 +14,6 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 from kafka import KafkaProducer
 from tqdm.auto import tqdm
@@ -48,28 +51,19 @@ def transaction_record(row: pd.Series | dict) -> dict:
 
 
 def replay_events(frame: pd.DataFrame, settings: Settings, label_delay_days: float | None = 7.0) -> Iterator[Event]:
-    """Transactions and (when ``label_delay_days`` is set) their delayed fraud labels, in time order.
-
-    A label due at the same time as a transaction comes first, as offline replay applies it; labels due
-    after the file's last transaction follow it.
-    """
+    """Transactions in time order, each fraud followed by its label reported ``label_delay_days`` later (none
+    when ``label_delay_days`` is None)."""
     transactions = AvroCodec("Transaction")
     feedback = AvroCodec("Feedback")
-    times = frame["time"].to_numpy(dtype=np.float64)
-    fraud_rows = np.empty(0, dtype=np.int64)
-    if label_delay_days is not None and "label" in frame.columns:
-        fraud_rows = np.flatnonzero(frame["label"].to_numpy() == 1)
-    label_times = times[fraud_rows] + (label_delay_days or 0.0) * DAY
+    labelled = label_delay_days is not None and "label" in frame.columns
+    frauds = (frame["label"] == 1).tolist() if labelled else [False] * len(frame)
+    delay_s = (label_delay_days or 0.0) * DAY
     records = frame[["tx_id", "time", "card_id", "terminal_id", "amount"]].to_dict("records")
-    next_label = 0
-    for row, record in enumerate(records):
-        while next_label < len(fraud_rows) and label_times[next_label] <= times[row]:
-            yield _label_event(records[fraud_rows[next_label]], label_times[next_label], settings, feedback)
-            next_label += 1
+    for record, fraud in zip(records, frauds):
         value = transactions.encode(transaction_record(record))
-        yield Event(settings.transactions_topic, str(record["card_id"]).encode(), value, times[row])
-    for pending in range(next_label, len(fraud_rows)):
-        yield _label_event(records[fraud_rows[pending]], label_times[pending], settings, feedback)
+        yield Event(settings.transactions_topic, str(record["card_id"]).encode(), value, float(record["time"]))
+        if fraud:
+            yield _label_event(record, float(record["time"]) + delay_s, settings, feedback)
 
 
 def _label_event(record: dict, at: float, settings: Settings, codec: AvroCodec) -> Event:

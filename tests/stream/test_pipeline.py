@@ -27,12 +27,13 @@ from stream.validation import validate_transaction
 TOKENIZE = Tokenizer(DEMO_KEY)
 
 
-def stream_features(frame: pd.DataFrame, batch: int = 97) -> tuple[list[str], ModelInputs]:
+def stream_features(frame: pd.DataFrame, batch: int = 97, feedback_lag: int = 0) -> tuple[list[str], ModelInputs]:
     """Model inputs as the worker computes them: the producer's events through both stages, in batches,
     through the messages of the repartition topics (grouped by partition, so interleaved differently).
 
     The terminal stage sees the card stage's output one batch late, and labels ahead of it, as a worker
-    whose feedback ingest runs ahead of its transactions would.
+    whose feedback ingest runs ahead of its transactions would; or, with ``feedback_lag``, that many batches
+    late, as one whose feedback ingest runs behind would.
     """
     settings = Settings()
     codecs = {settings.transactions_topic: AvroCodec("Transaction"), settings.feedback_topic: AvroCodec("Feedback")}
@@ -44,11 +45,14 @@ def stream_features(frame: pd.DataFrame, batch: int = 97) -> tuple[list[str], Mo
     rows = []
     events = list(replay_events(frame, settings))
     delayed: list = []
+    lagging: list[list] = []
     for start in range(0, len(events) + batch, batch):
         transactions, labels = [], []
         for event in events[start : start + batch]:
             record = codecs[event.topic].decode(event.value)
             (transactions if event.topic == settings.transactions_topic else labels).append(record)
+        lagging.append(labels)
+        labels = lagging.pop(0) if len(lagging) > feedback_lag else []
         events_in = [terminal_event(feedback=label) for label in labels] + [terminal_event(item) for item in delayed]
         terminal_events = to_terminals.read(value for _, value in to_terminals.messages(events_in, key=terminal_of))
         delayed = apply_card_stage(to_cards.read(value for _, value in to_cards.messages(transactions, key=lambda tx: tx["card_id"])), card_table)
@@ -58,8 +62,11 @@ def stream_features(frame: pd.DataFrame, batch: int = 97) -> tuple[list[str], Mo
     return tx_ids, ModelInputs.concat(rows)
 
 
-def test_stream_features_equal_offline_replay(small_frame: pd.DataFrame) -> None:
-    tx_ids, inputs = stream_features(small_frame)
+@pytest.mark.parametrize("feedback_lag", [0, 30])
+def test_stream_features_equal_offline_replay(small_frame: pd.DataFrame, feedback_lag: int) -> None:
+    """Also when labels reach the terminal stage 30 batches (five and a half days of event time) behind transactions:
+    a replay sends each label with its transaction, and its reported time decides from when it counts."""
+    tx_ids, inputs = stream_features(small_frame, feedback_lag=feedback_lag)
     assert sorted(tx_ids) == sorted(small_frame["tx_id"])
     row_of = {tx_id: row for row, tx_id in enumerate(tx_ids)}
     in_offline_order = [row_of[tx_id] for tx_id in small_frame["tx_id"]]
