@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/explain_cost.py
 	$(BIN)/python bench/audit_writer.py --sequence
 	$(BIN)/python bench/audit_query.py
+	$(BIN)/python bench/pipeline_cost.py
 	$(BIN)/python bench/worker_throughput.py --events 50000
 	$(BIN)/python bench/latency.py --seconds 30 --fetch-wait 0.01
 	$(BIN)/python bench/fetch_wait.py
