@@ -20,10 +20,11 @@ from operator import itemgetter
 from typing import Any, NamedTuple
 
 import faust
+from faust.stores.rocksdb import Store as RocksDBStore
 from faust.types import TP
 
 from stream import metrics
-from stream.repartition import by_partition
+from stream.repartition import by_partition, partition_for
 
 logger = logging.getLogger(__name__)
 
@@ -94,8 +95,24 @@ class BatchedTable(MutableMapping[bytes, Any]):
         return self.table.get(key, default)
 
     def __setitem__(self, key: bytes, value: Any) -> None:
-        self.table.data[key] = value  # what Table.__setitem__ does after sending the changelog message
+        self._store(key, value)
         self._pending[key] = value
+
+    def _store(self, key: bytes, value: Any) -> None:
+        """What ``Table.__setitem__`` does after sending the changelog message: the value into the local store.
+
+        Faust's RocksDB store files a write under the partition of the event being processed. A stage writes
+        after its whole batch, with no event current, and the key's changelog partition (which recovery files
+        it under) need not be that event's anyway: the value goes to the key's partition instead.
+        """
+        store = self.table.data
+        if not isinstance(store, RocksDBStore):
+            store[key] = value
+            return
+        encoded = store._encode_key(key)
+        partition = partition_for(encoded, self.table.partitions)
+        store._db_for_partition(partition).put(encoded, store._encode_value(value))
+        store._key_index[encoded] = partition
 
     def __delitem__(self, key: bytes) -> None:
         raise NotImplementedError("states are never deleted through a stage")

@@ -52,9 +52,10 @@ def uninterrupted(frame: pd.DataFrame, artifact: ModelArtifact) -> Reference:
 
 
 def run(broker: EmbeddedBroker, root: Path, name: str, frame: pd.DataFrame, artifact: ModelArtifact,
-        uninterrupted: Reference, steps: list[Step]) -> RunCheck:
-    """Two workers, the replay paced over REPLAY_S, ``steps`` on the way; the check of what it left."""
-    overrides = local_overrides(broker.url, root, name)
+        uninterrupted: Reference, steps: list[Step], store_url: str = "memory://") -> RunCheck:
+    """Two workers with their tables in ``store_url``, the replay paced over REPLAY_S, ``steps`` on the way; the
+    check of what it left."""
+    overrides = local_overrides(broker.url, root, name) | {"store_url": store_url}
     save_artifact(artifact, overrides["model_registry"])
     events = len(frame) + int(frame["label"].sum())
     with LocalServices(overrides, root / "logs", workers=2) as services:
@@ -95,8 +96,10 @@ def test_workers_share_partitions_and_rebalance_under_load_exactly(broker, tmp_p
     assert_exact(check)
 
 
-def test_worker_killed_mid_replay_and_restarted(broker, tmp_path, frame, artifact, uninterrupted) -> None:
-    """SIGKILL (no flush, no leave) at 30 %, the survivor takes over, the worker restarts at 45 %."""
+@pytest.mark.parametrize("store_url", ["memory://", "rocksdb://"])
+def test_worker_killed_mid_replay_and_restarted(broker, tmp_path, frame, artifact, uninterrupted, store_url) -> None:
+    """SIGKILL (no flush, no leave) at 30 %, the survivor takes over, the worker restarts at 45 %: with tables in
+    memory, rebuilt from their changelogs; and in RocksDB, whose files the restarted worker finds again."""
 
     def crash(services: LocalServices) -> None:
         services.kill_worker(1, signal.SIGKILL)
@@ -104,7 +107,8 @@ def test_worker_killed_mid_replay_and_restarted(broker, tmp_path, frame, artifac
     def restart(services: LocalServices) -> None:
         services.start_worker(1)
 
-    check = run(broker, tmp_path, "crash", frame, artifact, uninterrupted, steps=[(0.3, crash), (0.45, restart)])
+    check = run(broker, tmp_path, f"crash-{store_url.split(':')[0]}", frame, artifact, uninterrupted,
+                steps=[(0.3, crash), (0.45, restart)], store_url=store_url)
     assert_exact(check)
     assert check.decision_messages >= check.transactions
     # The killed worker's partitions stalled for tens of seconds, days of the paced replay's event time: a terminal
