@@ -34,7 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from explain import Explainer  # noqa: E402
 from stream.codec import AvroCodec  # noqa: E402
-from stream.pipeline import Scorer, apply_card_stage, apply_terminal_stage, decode_valid, terminal_event, terminal_of  # noqa: E402
+from stream.pipeline import (  # noqa: E402
+    Scorer, apply_card_stage, apply_terminal_stage, decode_valid, terminal_event, terminal_of,
+)
 from stream.privacy import DEMO_KEY, Tokenizer  # noqa: E402
 from stream.producer import replay_events  # noqa: E402
 from stream.repartition import Repartition  # noqa: E402
@@ -130,8 +132,9 @@ def main() -> None:
     for name, micros in per_transaction.items():
         print(f"| {name} | {micros:,.1f} |")
     print(f"| **all** | **{total:,.1f}** |")
-    print(f"\nratio: riskstream's own work alone allows {1e6 / total:,.0f} events/s on one core, "
-          f"{1e6 / total / TARGET_EVENTS_PER_S:.2f} of the {TARGET_EVENTS_PER_S:,} events/s target before any messaging")
+    rate = 1e6 / total
+    print(f"\nratio: riskstream's own work alone allows {rate:,.0f} events/s on one core, "
+          f"{rate / TARGET_EVENTS_PER_S:.2f} of the {TARGET_EVENTS_PER_S:,} events/s target before any messaging")
 
 
 if __name__ == "__main__":

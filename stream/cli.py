@@ -78,7 +78,8 @@ def _epoch(day: str) -> float:
 @main.command()
 @click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
 @click.option("--rate", type=float, default=None, help="Events per second (default: as fast as possible).")
-@click.option("--labels/--no-labels", default=True, show_default=True, help="Also send each fraud's label, reported --label-delay-days after it (sent right after it; counts from then).")
+@click.option("--labels/--no-labels", default=True, show_default=True,
+              help="Also send each fraud's label, reported --label-delay-days after it (sent right after it; counts from then).")
 @click.option("--label-delay-days", default=7.0, show_default=True)
 @click.option("--since", default=None, help="First day to send (YYYY-MM-DD).")
 @click.option("--until", default=None, help="Day to stop before (YYYY-MM-DD).")

@@ -284,8 +284,8 @@ class Scorer:
                 batch.alerts.append(
                     {
                         key: decision[key]
-                        for key in ("tx_id", "event_time", "card_id", "terminal_id", "amount", "score",
-                                    "score_logit", "threshold", "threshold_logit", "model_version", "decided_at", "base_value",
+                        for key in ("tx_id", "event_time", "card_id", "terminal_id", "amount", "score", "score_logit",
+                                    "threshold", "threshold_logit", "model_version", "decided_at", "base_value",
                                     "additivity_gap", "explanation_flagged")
                     }
                     | {"explanation_space": "log-odds", "reasons": decision["reasons"][: self.top_reasons]}

@@ -225,7 +225,8 @@ def test_alerts_follow_the_logit_where_every_score_rounds_to_1(scored) -> None:
 
     assert [decision["is_alert"] for decision in batch.decisions] == (logits >= sure.threshold_logit).tolist()
     assert len(batch.alerts) == 5
-    assert all(d["threshold"] == 1.0 and d["threshold_logit"] == sure.threshold_logit for d in batch.decisions + batch.alerts)
+    assert all(record["threshold"] == 1.0 and record["threshold_logit"] == sure.threshold_logit
+               for record in batch.decisions + batch.alerts)
     encoded_round_trip(batch)
 
 
