@@ -15,7 +15,6 @@ thread. Each stage is timed per batch; the table gives microseconds per transact
 from __future__ import annotations
 
 import argparse
-import gc
 import statistics
 import sys
 import tempfile
@@ -35,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from explain import Explainer  # noqa: E402
 from stream.codec import AvroCodec  # noqa: E402
 from stream.pipeline import (  # noqa: E402
-    Scorer, apply_card_stage, apply_terminal_stage, decode_valid, terminal_event, terminal_of,
+    Scorer, apply_card_stage, apply_terminal_stage, collect_cycles_less_often, decode_valid, terminal_event, terminal_of,
 )
 from stream.privacy import DEMO_KEY, Tokenizer  # noqa: E402
 from stream.producer import replay_events  # noqa: E402
@@ -121,7 +120,7 @@ def main() -> None:
     scorer = Scorer(artifact, Explainer.for_artifact(artifact), threshold_logit=alert_threshold(artifact, frame),
                     tokenize=Tokenizer(DEMO_KEY))
     torch.set_num_threads(1)
-    gc.set_threshold(50_000, 20, 100)  # as the worker runs (stream.app)
+    collect_cycles_less_often()  # as the worker runs
     runs = [run_once(raws, scorer, settings) for _ in range(args.repeats)]
 
     per_transaction = {name: statistics.median(run[name] for run in runs) / len(raws) * 1e6 for name in runs[0]}

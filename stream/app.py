@@ -8,7 +8,6 @@ at-least-once (Faust's exactly-once needs three brokers and has open bugs).
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import random
 import time
@@ -30,7 +29,10 @@ from stream.batch_producer import BatchedTable, partition_count, send_batched
 from stream.codec import AvroCodec, register_faust_codecs
 from stream.consumer import WorkerApp
 from stream.logs import keep_payloads_out_of_logs
-from stream.pipeline import Reject, ScoredBatch, Scorer, apply_card_stage, apply_terminal_stage, decode_valid, terminal_event, terminal_of
+from stream.pipeline import (
+    Reject, ScoredBatch, Scorer, apply_card_stage, apply_terminal_stage, collect_cycles_less_often, decode_valid, terminal_event,
+    terminal_of,
+)
 from stream.probes import add_probes
 from stream.recovery import FetchedEndTableManager
 from stream.repartition import Repartition, partition_for
@@ -43,17 +45,6 @@ from stream.validation import validate_feedback, validate_transaction
 logger = logging.getLogger(__name__)
 
 METADATA_RETRY_S = 5.0  #: between two asks for a topic's partition count
-
-
-def _collect_cycles_less_often() -> None:
-    """Run Python's cycle collector after 50,000 net allocations instead of 700.
-
-    Each young collection, and every few hundred a full one, walks objects that include every card's and
-    terminal's state held in the tables: 3.8 s of a 20,000-transaction run went to it, and the cost grows with
-    the state. The states are plain dicts and lists, freed by reference counting; the cycles that asyncio and
-    the Kafka clients make are still collected, a little later (0.4 s in the same run).
-    """
-    gc.set_threshold(50_000, 20, 100)
 
 
 def _one_thread() -> None:
@@ -207,7 +198,7 @@ def create_app(settings: Settings) -> faust.App:
     )
     register_faust_codecs()  # "avro-transaction", "avro-decision", ... for topics that want Faust to decode
     app.on_worker_init.connect(lambda sender, **_: keep_payloads_out_of_logs())  # before the worker sets up logging
-    app.on_worker_init.connect(lambda sender, **_: _collect_cycles_less_often())
+    app.on_worker_init.connect(lambda sender, **_: collect_cycles_less_often())
     serving = Serving(settings, tokenize)
     codecs = {name: AvroCodec(name) for name in ("Transaction", "Feedback", "Decision", "Alert")}
 

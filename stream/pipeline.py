@@ -13,6 +13,7 @@ interleaving that re-keying by terminal causes cannot change them.
 
 from __future__ import annotations
 
+import gc
 import logging
 import struct
 import time
@@ -50,6 +51,17 @@ class Reject:
     raw: bytes
     reason: str
     message: str
+
+
+def collect_cycles_less_often() -> None:
+    """Run Python's cycle collector after 50,000 net allocations instead of 700.
+
+    Each young collection, and every few hundred a full one, walks objects that include every card's and
+    terminal's state held in the tables: 3.8 s of a 20,000-transaction run went to it, and the cost grows with
+    the state. The states are plain dicts and lists, freed by reference counting; the cycles that asyncio and
+    the Kafka clients make are still collected, a little later (0.4 s in the same run).
+    """
+    gc.set_threshold(50_000, 20, 100)
 
 
 def decode_valid(
@@ -324,6 +336,7 @@ __all__ = [
     "apply_card_stage",
     "apply_terminal_stage",
     "card_features_of",
+    "collect_cycles_less_often",
     "decode_valid",
     "enriched_transaction",
     "terminal_event",
