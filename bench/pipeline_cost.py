@@ -93,7 +93,7 @@ def run_once(raws: list[bytes], scorer: Scorer, settings: Settings) -> dict[str,
             [faust_codecs.dumps("json", state) for state in cards.written()]
         with clock.stage("by-terminal messages, encoded and read"):
             messages = to_terminals.messages(map(terminal_event, enriched), key=terminal_of)
-            events = to_terminals.read(value for _, value in messages)
+            events, _ = to_terminals.read(value for _, value in messages)
         with clock.stage("terminal stage"):
             outcome = apply_terminal_stage(events, terminals, label_delay_days)
         with clock.stage("terminal states as changelog values"):

@@ -241,6 +241,11 @@ def create_app(settings: Settings) -> faust.App:
     def take_repartitioned(stream: faust.StreamT) -> faust.StreamT:
         return stream.take(settings.partitions, within=settings.batch_within_s)
 
+    def read_repartitioned(repartition: Repartition, topic: faust.TopicT, values: list[bytes]) -> list[dict]:
+        records, rejects = repartition.read(values)
+        send_rejects(rejects, topic.get_topic_name())
+        return records
+
     def send_repartitioned(topic: faust.TopicT, messages: list[tuple[int, bytes]]) -> None:
         for partition, value in messages:
             topic.send_soon(key=None, value=value, partition=partition)
@@ -319,7 +324,7 @@ def create_app(settings: Settings) -> faust.App:
         """The card stage for transactions that arrived on another partition than their card's."""
         await serving.ready.wait()
         async for values in take_repartitioned(stream):
-            await card_stage(to_cards.read(values))
+            await card_stage(read_repartitioned(to_cards, by_card, values))
 
     @app.agent(by_terminal, name="terminal-stage")
     async def terminal_stage(stream: faust.StreamT) -> None:
@@ -329,7 +334,7 @@ def create_app(settings: Settings) -> faust.App:
         label_delay_days = serving.scorer.artifact.label_delay_days
         async for values in take_repartitioned(stream):
             started = time.perf_counter()
-            outcome = apply_terminal_stage(to_terminals.read(values), terminal_states, label_delay_days)
+            outcome = apply_terminal_stage(read_repartitioned(to_terminals, by_terminal, values), terminal_states, label_delay_days)
             await terminal_states.flush(app)
             with metrics.SCORE_BATCH_SECONDS.time():
                 batch = await serving.score(outcome.transactions, outcome.inputs)

@@ -54,8 +54,8 @@ def stream_features(frame: pd.DataFrame, batch: int = 97, feedback_lag: int = 0)
         lagging.append(labels)
         labels = lagging.pop(0) if len(lagging) > feedback_lag else []
         events_in = [terminal_event(feedback=label) for label in labels] + [terminal_event(item) for item in delayed]
-        terminal_events = to_terminals.read(value for _, value in to_terminals.messages(events_in, key=terminal_of))
-        delayed = apply_card_stage(to_cards.read(value for _, value in to_cards.messages(transactions, key=lambda tx: tx["card_id"])), card_table)
+        terminal_events = to_terminals.read(value for _, value in to_terminals.messages(events_in, key=terminal_of))[0]
+        delayed = apply_card_stage(to_cards.read(value for _, value in to_cards.messages(transactions, key=lambda tx: tx["card_id"]))[0], card_table)
         outcome = apply_terminal_stage(terminal_events, terminal_table, DEFAULT_LABEL_DELAY_DAYS)
         rows.append(outcome.inputs)
         tx_ids.extend(transaction["tx_id"] for transaction in outcome.transactions)

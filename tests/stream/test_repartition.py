@@ -8,7 +8,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from kafka.partitioner import murmur2 as kafka_python_murmur2
 
 from stream.pipeline import card_features_of, enriched_transaction, terminal_event, terminal_of
-from stream.repartition import Repartition, partition_for
+from stream.repartition import MAX_MESSAGE_BYTES, Repartition, partition_for
 
 
 def test_partition_is_the_one_the_producers_and_the_tables_pick() -> None:
@@ -31,13 +31,13 @@ def test_messages_hold_one_partitions_records_in_order_and_read_back_whole() -> 
     assert all(len(cards.codec.decode(value)["events"]) <= 7 for _, value in messages)
     by_partition: dict[int, list[dict]] = {}
     for partition, value in messages:
-        events = cards.read([value])
+        events, _ = cards.read([value])
         assert {partition_for(event["card_id"].encode(), 4) for event in events} == {partition}
         by_partition.setdefault(partition, []).extend(events)
     for partition, events in by_partition.items():  # each partition's records in the order they came
         expected = [record["tx_id"] for record in records if partition_for(record["card_id"].encode(), 4) == partition]
         assert [event["tx_id"] for event in events] == expected
-    assert sorted(record["tx_id"] for record in cards.read(value for _, value in messages)) == sorted(r["tx_id"] for r in records)
+    assert sorted(record["tx_id"] for record in cards.read(value for _, value in messages)[0]) == sorted(r["tx_id"] for r in records)
     assert cards.messages([], key=lambda record: record["card_id"]) == []
 
 
@@ -49,8 +49,36 @@ def test_terminal_events_carry_labels_and_enriched_transactions() -> None:
     [(partition, value)] = terminals.messages([terminal_event(feedback=label)], key=terminal_of)
     [(same, other)] = terminals.messages([terminal_event(enriched)], key=terminal_of)
     assert partition == same == partition_for(b"T", 8)
-    [read_label, read_enriched] = terminals.read([value, other])
+    [read_label, read_enriched], _ = terminals.read([value, other])
     assert read_label == {"transaction": None, "feedback": label}
     assert read_enriched["feedback"] is None
     assert card_features_of(read_enriched["transaction"]) == (0.5, 1.0)
     assert read_enriched["transaction"]["transaction"]["tx_id"] == "t2"
+
+
+def test_a_message_that_does_not_decode_is_returned_apart_and_the_rest_is_read() -> None:
+    """One message left over from an older version must not take its batch's other messages with it."""
+    cards = Repartition("TransactionBatch", partitions=1)
+    [(_, value)] = cards.messages([{"tx_id": "t1", "event_time": 0, "card_id": "c", "terminal_id": "x", "amount": 1.0}],
+                                  key=lambda record: record["card_id"])
+    retired = b"\x00\x00\x00\x00\x05" + value[5:]  # the same body under a retired internal schema id
+
+    records, rejects = cards.read([retired, value, None])
+
+    assert [record["tx_id"] for record in records] == ["t1"]
+    assert [(reject.raw, reject.reason) for reject in rejects] == [(retired, "unknown_schema_id"), (b"", "empty")]
+
+
+def test_a_message_is_split_below_the_byte_limit_whatever_its_records_hold() -> None:
+    """500 valid transactions with every optional field at its longest would make a 1.5 MB message, larger
+    than a producer sends: they go in several, in order."""
+    cards = Repartition("TransactionBatch", partitions=1)
+    longest = "€" * 256
+    records = [{"tx_id": f"t{index}", "event_time": 0, "card_id": "c", "terminal_id": "x", "amount": 1.0, "currency": "EUR",
+                "merchant_category": longest, "channel": longest, "country": longest, "device_id": longest}
+               for index in range(500)]
+
+    messages = cards.messages(records, key=lambda record: record["card_id"])
+
+    assert len(messages) > 1 and all(len(value) <= MAX_MESSAGE_BYTES for _, value in messages)
+    assert [record["tx_id"] for record in cards.read(value for _, value in messages)[0]] == [f"t{index}" for index in range(500)]
