@@ -3,7 +3,8 @@
 Every rejection raises :class:`~stream.exceptions.EventValidationError` with a stable ``reason`` code
 and the offending ``field``; the worker dead-letters the event like an undecodable one. Codes:
 
-``invalid_type`` (missing field or wrong type), ``empty_id``, ``id_too_long``, ``amount_not_finite``,
+``invalid_type`` (missing field or wrong type), ``empty_id``, ``id_too_long``, ``invalid_id`` (a control,
+format or unprintable character, or surrounding spaces: two spellings of one id), ``amount_not_finite``,
 ``negative_amount``, ``amount_too_large``, ``timestamp_too_old`` (before 2000-01-01),
 ``timestamp_in_future`` (over a day ahead of ``now_ms``), ``invalid_currency``, ``unknown_source``,
 ``field_too_long`` (an optional string over 256 characters).
@@ -61,6 +62,8 @@ def _check_id(record: Mapping[str, Any], field: str) -> None:
         raise _reject("empty_id", field, "is empty")
     if len(value) > MAX_ID_LENGTH:
         raise _reject("id_too_long", field, f"{len(value)} characters, over {MAX_ID_LENGTH}")
+    if not value.isprintable() or value != value.strip():
+        raise _reject("invalid_id", field, f"{value!r} has an unprintable character or surrounding spaces")
 
 
 def _check_timestamp(record: Mapping[str, Any], field: str, now_ms: int | None) -> None:

@@ -45,6 +45,10 @@ def _rejected(validate, record: dict[str, Any], **kwargs: Any) -> EventValidatio
         ({"tx_id": ""}, "empty_id", "tx_id"),
         ({"card_id": "   "}, "empty_id", "card_id"),
         ({"terminal_id": "t" * 129}, "id_too_long", "terminal_id"),
+        ({"tx_id": "\u200b"}, "invalid_id", "tx_id"),  # a zero-width space: looks empty, is not
+        ({"card_id": "c\x00"}, "invalid_id", "card_id"),
+        ({"terminal_id": "t\n1"}, "invalid_id", "terminal_id"),
+        ({"card_id": " c1"}, "invalid_id", "card_id"),  # another spelling of c1
         ({"tx_id": None}, "invalid_type", "tx_id"),
         ({"amount": math.nan}, "amount_not_finite", "amount"),
         ({"amount": math.inf}, "amount_not_finite", "amount"),
@@ -110,6 +114,10 @@ def test_future_event_time_is_checked_only_against_a_given_clock():
         ({"reported_at": 0}, "timestamp_too_old", "reported_at"),
         ({"card_id": ""}, "empty_id", "card_id"),
         ({"terminal_id": "t" * 129}, "id_too_long", "terminal_id"),
+        ({"tx_id": "\u200b"}, "invalid_id", "tx_id"),  # a zero-width space: looks empty, is not
+        ({"card_id": "c\x00"}, "invalid_id", "card_id"),
+        ({"terminal_id": "t\n1"}, "invalid_id", "terminal_id"),
+        ({"card_id": " c1"}, "invalid_id", "card_id"),  # another spelling of c1
     ],
 )
 def test_feedback_rejections(changes, reason, field):
