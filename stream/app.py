@@ -18,6 +18,7 @@ from operator import itemgetter
 import faust
 import torch
 from aiokafka.errors import KafkaError
+from faust.types import Message
 from threadpoolctl import threadpool_limits
 
 from explain import ExplainError, Explainer
@@ -158,12 +159,12 @@ def _score(scorer: Scorer, shadow: ModelArtifact | None, transactions: list[dict
     return batch
 
 
-def _values_by_partition(events: list[faust.EventT]) -> dict[int, list[bytes]]:
-    """A batch's message values by the partition they came from, each partition's in order."""
-    values: dict[int, list[bytes]] = {}
+def _messages_by_partition(events: list[faust.EventT]) -> dict[int, list[Message]]:
+    """A batch's messages by the partition they came from, each partition's in order."""
+    messages: dict[int, list[Message]] = {}
     for event in events:
-        values.setdefault(event.message.partition, []).append(event.value)
-    return values
+        messages.setdefault(event.message.partition, []).append(event.message)
+    return messages
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -220,10 +221,19 @@ def create_app(settings: Settings) -> faust.App:
     terminal_states = BatchedTable(app.Table("terminal-state", **table_options))
     card_states = BatchedTable(app.Table("card-state", **table_options))
 
-    def send_rejects(rejects: list[Reject], source: str) -> None:
+    def send_rejects(rejects: list[Reject], source: str, messages: list[Message] | None = None) -> None:
+        """Each reject to the dead letters with why, and, given the batch's ``messages``, the key, partition and
+        offset it came with, so that it can be found and sent again once fixed."""
         for reject in rejects:
             headers = {"reason": reject.reason.encode(), "error": reject.message[:1000].encode(), "source-topic": source.encode()}
-            dead_letters.send_soon(value=reject.raw, headers=headers)
+            if reject.field:
+                headers["field"] = reject.field.encode()
+            key = None
+            if messages is not None:
+                message = messages[reject.position]
+                key = message.key
+                headers.update({"source-partition": str(message.partition).encode(), "source-offset": str(message.offset).encode()})
+            dead_letters.send_soon(key=key, value=reject.raw, headers=headers)
             metrics.DEAD_LETTERS.labels(reject.reason).inc()
         if rejects:
             logger.warning("%d message(s) from %s sent to %s", len(rejects), source, settings.dead_letter_topic)
@@ -296,9 +306,9 @@ def create_app(settings: Settings) -> faust.App:
             now_ms = int(time.time() * 1000)
             validate = partial(validate_transaction, now_ms=now_ms)
             at_home, away = [], []
-            for partition, raws in _values_by_partition(events).items():
-                records, rejects = decode_valid(raws, codecs["Transaction"], validate)
-                send_rejects(rejects, settings.transactions_topic)
+            for partition, messages in _messages_by_partition(events).items():
+                records, rejects = decode_valid((message.value for message in messages), codecs["Transaction"], validate)
+                send_rejects(rejects, settings.transactions_topic, messages)
                 for record in records:
                     home = copartitioned and partition_for(record["card_id"].encode(), settings.partitions) == partition
                     (at_home if home else away).append(record)
@@ -310,9 +320,11 @@ def create_app(settings: Settings) -> faust.App:
     async def ingest_feedback(stream: faust.StreamT) -> None:
         """Route fraud labels to their terminal's partition, where they update terminal risk."""
         await serving.ready.wait()
-        async for raws in take(stream):
-            records, rejects = decode_valid(raws, codecs["Feedback"], validate_feedback)
-            send_rejects(rejects, settings.feedback_topic)
+        async for events in take(stream, with_messages=True):
+            messages = [event.message for event in events]
+            validate = partial(validate_feedback, now_ms=int(time.time() * 1000))
+            records, rejects = decode_valid((message.value for message in messages), codecs["Feedback"], validate)
+            send_rejects(rejects, settings.feedback_topic, messages)
             routable = [record for record in records if record.get("terminal_id")]
             metrics.LABELS.labels("unroutable").inc(len(records) - len(routable))
             labels = [terminal_event(feedback=record) for record in routable]

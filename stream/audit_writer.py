@@ -144,7 +144,7 @@ class AuditWriter:
         for value in values:
             try:
                 record = self.feedback.decode(value or b"")
-                validate_feedback(record)
+                validate_feedback(record, now_ms=int(time.time() * 1000))
             except EventDecodeError as error:
                 self._skip(1, "feedback", error)  # the worker dead-letters bad feedback; the writer only counts it
                 continue

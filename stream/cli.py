@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from stream.exceptions import StreamError
 from stream.logs import PAYLOAD_LOGGERS, keep_payloads_out_of_logs
 from stream.settings import Settings
 
@@ -27,7 +28,18 @@ def _settings(**overrides: object) -> Settings:
     return Settings(**{key: value for key, value in overrides.items() if value is not None})
 
 
-@click.group()
+class _Commands(click.Group):
+    """The command group: an error the stream package raises on purpose (a broker out of reach, a schema
+    mismatch) ends the command with its message and exit status 1, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except StreamError as error:
+            raise click.ClickException(str(error)) from error
+
+
+@click.group(cls=_Commands)
 @click.option("-l", "--log-level", default="warning", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
 def main(log_level: str) -> None:
     """Real-time fraud scoring on Kafka, with explained alerts and a DuckDB audit store."""
@@ -77,24 +89,27 @@ def _epoch(day: str) -> float:
 
 @main.command()
 @click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
-@click.option("--rate", type=float, default=None, help="Events per second (default: as fast as possible).")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None, help="Events per second (default: as fast as possible).")
 @click.option("--labels/--no-labels", default=True, show_default=True,
-              help="Also send each fraud's label, reported --label-delay-days after it (sent right after it; counts from then).")
-@click.option("--label-delay-days", default=7.0, show_default=True)
+              help="Also send each fraud's label, reported --label-delay-days after it (sent right after it; counts from then). "
+                   "Labels not reported by now are left out.")
+@click.option("--label-delay-days", type=click.FloatRange(min=0), default=7.0, show_default=True,
+              help="Days from a fraud to its label's report (a chargeback's typical delay).")
 @click.option("--since", default=None, help="First day to send (YYYY-MM-DD).")
 @click.option("--until", default=None, help="Day to stop before (YYYY-MM-DD).")
 @click.option("--broker", default=None, help="Broker URL (default: RISKSTREAM_BROKER_URL).")
 def produce(data: Path, rate: float | None, labels: bool, label_delay_days: float, since: str | None, until: str | None, broker: str | None) -> None:
     """Replay a transaction file (handbook raw layout) into the transactions topic as Avro."""
     from stream.producer import produce as send
-    from stream.producer import replay_events
+    from stream.producer import replay_events, reported_labels
     from stream.topics import create_topics
 
     settings = _settings(broker_url=broker)
     frame = _load(data, since, until)
     create_topics(settings)
-    total = len(frame) + (int(frame["label"].sum()) if labels and "label" in frame.columns else 0)
-    events = replay_events(frame, settings, label_delay_days if labels else None)
+    label_delay = label_delay_days if labels else None
+    total = len(frame) + sum(reported_labels(frame, label_delay))
+    events = replay_events(frame, settings, label_delay)
     sent = send(events, settings, total=total, rate=rate)
     click.echo(f"sent {sent:,} events")
 

@@ -51,6 +51,8 @@ class Reject:
     raw: bytes
     reason: str
     message: str
+    field: str | None = None  #: the field that failed validation, when one did
+    position: int = 0  #: its place in the batch it came in, to find the Kafka message it was
 
 
 def collect_cycles_less_often() -> None:
@@ -70,15 +72,15 @@ def decode_valid(
     """Decode and validate a batch; bad messages become :class:`Reject` and the rest go on."""
     valid: list[Record] = []
     rejects: list[Reject] = []
-    for raw in raws:
+    for position, raw in enumerate(raws):
         if raw is None:
-            rejects.append(Reject(b"", "empty", "message has no value"))
+            rejects.append(Reject(b"", "empty", "message has no value", position=position))
             continue
         try:
             record = codec.decode(raw)
             validate(record)
         except EventDecodeError as error:
-            rejects.append(Reject(raw, error.reason, str(error)))
+            rejects.append(Reject(raw, error.reason, str(error), getattr(error, "field", None), position))
             continue
         valid.append(record)
     return valid, rejects

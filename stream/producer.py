@@ -50,13 +50,27 @@ def transaction_record(row: pd.Series | dict) -> dict:
     }
 
 
+def reported_labels(frame: pd.DataFrame, label_delay_days: float | None, now: float | None = None) -> list[bool]:
+    """Which rows get a label in a replay: the frauds whose label, ``label_delay_days`` after them, has been
+    reported by ``now`` (epoch seconds; the clock's by default). A label from the future has not happened yet,
+    and the worker would refuse it (``timestamp_in_future``), so a replay of the last days leaves theirs out.
+
+    >>> frame = pd.DataFrame({"time": [0.0, 1.0, 20 * DAY], "label": [1, 0, 1]})
+    >>> reported_labels(frame, 7.0, now=10 * DAY), reported_labels(frame, None)
+    ([True, False, False], [False, False, False])
+    """
+    if label_delay_days is None or "label" not in frame.columns:
+        return [False] * len(frame)
+    now = time.time() if now is None else now
+    return ((frame["label"] == 1) & (frame["time"] + label_delay_days * DAY <= now)).tolist()
+
+
 def replay_events(frame: pd.DataFrame, settings: Settings, label_delay_days: float | None = 7.0) -> Iterator[Event]:
     """Transactions in time order, each fraud followed by its label reported ``label_delay_days`` later (none
-    when ``label_delay_days`` is None)."""
+    when ``label_delay_days`` is None; see :func:`reported_labels`)."""
     transactions = AvroCodec("Transaction")
     feedback = AvroCodec("Feedback")
-    labelled = label_delay_days is not None and "label" in frame.columns
-    frauds = (frame["label"] == 1).tolist() if labelled else [False] * len(frame)
+    frauds = reported_labels(frame, label_delay_days)
     delay_s = (label_delay_days or 0.0) * DAY
     records = frame[["tx_id", "time", "card_id", "terminal_id", "amount"]].to_dict("records")
     for record, fraud in zip(records, frauds):

@@ -100,7 +100,9 @@ def test_transactions_are_scored_explained_and_audited(
     assert sample_total(exposition, "riskstream_dead_letters_total") == len(bad)
     assert sample_total(exposition, "riskstream_decisions_total") == len(frame)
     assert sample_total(exposition, "riskstream_undelivered_batches_total") == 0
-    assert all(dict(message.headers).get("reason") for message in dead)
+    headers = [dict(message.headers) for message in dead]  # why, and where each came from
+    assert all(header.get("reason") and header.get("source-partition") and header.get("source-offset") for header in headers)
+    assert sorted(header["field"] for header in headers if "field" in header) == [b"amount", b"amount", b"tx_id"]
     assert health == {"status": "ok"}
     assert ready["status"] == "ready" and all(ready["checks"].values())
     for metric in ("riskstream_events_total", "riskstream_alerts_total", "riskstream_explanation_gap_flagged_total", "riskstream_score_batch_seconds", "riskstream_consumer_lag", "riskstream_undelivered_batches_total"):

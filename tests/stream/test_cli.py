@@ -63,3 +63,14 @@ def test_the_interactive_default_keeps_kafka_client_chatter_off_the_terminal(bro
     run = subprocess.run([sys.executable, "-m", "stream", "create-topics"], env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0 and "created: quiet-transactions" in run.stdout
     assert " INFO " not in run.stderr, run.stderr
+
+
+def test_a_refusal_ends_the_command_with_its_reason_not_a_traceback(tmp_path: Path) -> None:
+    """The stream's own errors (here: no key for card tokens outside demo mode) are a message and exit status 1."""
+    env = {"RISKSTREAM_DEMO_MODE": "false", "RISKSTREAM_HMAC_KEY": None, "RISKSTREAM_HMAC_KEY_FILE": None,
+           "RISKSTREAM_AUDIT_DIR": str(tmp_path)}
+    result = CliRunner().invoke(main, ["audit-writer"], env=env)
+
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert result.output.startswith("Error: ") and "RISKSTREAM_HMAC_KEY" in result.output
+    assert "Traceback" not in result.output
