@@ -23,7 +23,7 @@ from models.exceptions import ModelError
 from models.features import DAY, FEATURE_NAMES, SEQUENCE_LENGTH, SEQUENCE_STEP
 from models.metrics import detection_metrics
 from models.network import ModelArtifact, ModelInputs
-from models.train import TrainConfig, time_range, train_from_frame
+from models.train import TrainConfig, labels_known_by, time_range, train_from_frame
 
 __all__ = ["StoredRows", "challenge", "stored_rows"]
 
@@ -68,13 +68,6 @@ def stored_rows(table: pa.Table, n_features: int = len(FEATURE_NAMES)) -> Stored
     return StoredRows(frame, inputs, table.num_rows - kept.num_rows)
 
 
-def _usable_labels(frame: pd.DataFrame, as_of: float, label_delay_days: float) -> pd.Series:
-    """1 for a known fraud, 0 for a known genuine or an old enough unreported transaction, NaN otherwise."""
-    mature = frame["time"] <= as_of - label_delay_days * DAY
-    known = frame["label"].astype("float64")
-    return known.where(known.notna(), np.where(mature, 0.0, np.nan)).where(mature)
-
-
 def challenge(
     rows: StoredRows,
     champion: ModelArtifact,
@@ -94,7 +87,7 @@ def challenge(
     if tuple(champion.feature_names) != tuple(FEATURE_NAMES):
         raise ModelError(f"champion {champion.version} reads other features than the stored decisions hold")
     cutoff = as_of.astimezone(timezone.utc).timestamp()
-    frame = rows.frame.assign(label=_usable_labels(rows.frame, cutoff, champion.label_delay_days))
+    frame = rows.frame.assign(label=labels_known_by(rows.frame, cutoff, champion.label_delay_days))
     days = np.floor(frame["time"].to_numpy() / DAY).astype(np.int64)
     labelled = frame["label"].notna().to_numpy()
     if not labelled.any() or not (frame.loc[labelled, "label"] == 1).any():

@@ -311,6 +311,20 @@ def time_range(times: np.ndarray) -> dict[str, str]:
     return {"start": iso(times.min()), "end": iso(times.max())}
 
 
+def labels_known_by(frame: pd.DataFrame, as_of: float, label_delay_days: float) -> pd.Series:
+    """The labels a model trained at ``as_of`` (epoch seconds) may learn from: each transaction's once it is
+    ``label_delay_days`` old (1 for a known fraud, 0 for a known genuine or one with no report), NaN for younger
+    ones, whose frauds are not all reported yet.
+
+    >>> frame = pd.DataFrame({"time": [0.0, DAY, 9 * DAY], "label": [1, None, 1]})
+    >>> labels_known_by(frame, as_of=10 * DAY, label_delay_days=7).tolist()
+    [1.0, 0.0, nan]
+    """
+    mature = frame["time"] <= as_of - label_delay_days * DAY
+    known = frame["label"].astype("float64")
+    return known.where(known.notna(), np.where(mature, 0.0, np.nan)).where(mature)
+
+
 def train_from_frame(
     frame: pd.DataFrame,
     features: ModelInputs,
@@ -327,8 +341,8 @@ def train_from_frame(
 
     ``features`` are the replayed rows of ``frame`` (same order). Days are UTC calendar days. Training uses the
     ``train_days`` days before the validation window (all of them when None), after skipping the file's first
-    ``warmup_days`` days, whose windows are still filling. All labels in the file are usable: it is history, and
-    the features themselves only ever read labels ``label_delay_days`` old. ``artifact.metrics`` holds the
+    ``warmup_days`` days, whose windows are still filling. Every label in ``frame`` is used (a model trained as on
+    a day takes :func:`labels_known_by`'s); the features themselves only ever read labels ``label_delay_days`` old. ``artifact.metrics`` holds the
     validation window's ``auc``, ``ap`` and ``cp_at_100``.
     """
     if len(features) != len(frame):

@@ -116,7 +116,9 @@ def produce(data: Path, rate: float | None, labels: bool, label_delay_days: floa
 
 @main.command()
 @click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
-@click.option("--until", default=None, help="Train on transactions before this day only (YYYY-MM-DD).")
+@click.option("--until", default=None,
+              help="Train as on this day (YYYY-MM-DD): on the transactions before it, with the labels known then "
+                   "(none for its last label-delay days, whose frauds are not all reported yet).")
 @click.option("--valid-days", default=7, show_default=True, help="Last days held out for early stopping and the threshold.")
 @click.option("--epochs", default=None, type=int, help="Most epochs (default: the training default).")
 @click.option("--seed", default=0, show_default=True)
@@ -128,11 +130,14 @@ def train(data: Path, until: str | None, valid_days: int, epochs: int | None, se
 
     from models.registry import save_artifact
     from models.replay import replay_features
-    from models.train import TrainConfig, train_from_frame
+    from models.features import DEFAULT_LABEL_DELAY_DAYS
+    from models.train import TrainConfig, labels_known_by, train_from_frame
 
     settings = _settings(model_registry=registry)
     frame = _load(data, until=until)
-    features = replay_features(frame, progress=True)
+    features = replay_features(frame, progress=True)  # features read only labels reported by then, whatever --until
+    if until:
+        frame = frame.assign(label=labels_known_by(frame, _epoch(until), DEFAULT_LABEL_DELAY_DAYS))
     config = replace(TrainConfig(), seed=seed, **({"epochs": epochs} if epochs else {}))
     artifact = train_from_frame(frame, features, valid_days=valid_days, config=config, progress=True)
     path = save_artifact(artifact, settings.model_registry, promote=promote)
