@@ -111,10 +111,19 @@ class Segments:
                 rewritten += 1
         return rewritten
 
-    def rewrite_all(self) -> None:
-        """Rewrite every segment from the table, e.g. once columns were added to it, so that all files have them."""
-        for first, last in self._spans():
+    def rewrite_outdated(self) -> int:
+        """Rewrite from the table every segment that lacks some of its columns (added by an upgrade), so that all
+        files have them, as the views read them; returns how many. Each file is checked, not the table: an
+        upgrade cut short after its columns were added (a crash, a full disk) is finished by the next open."""
+        columns = {name for (name,) in self.con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE table_name = $table", {"table": self.table}).fetchall()}
+        outdated = [
+            (first, last) for first, last in self._spans()
+            if not columns <= set(pq.read_schema(self.directory / segment_name(first)).names)
+        ]
+        for first, last in outdated:
             self._write(first, last)
+        return len(outdated)
 
     def _spans(self) -> list[tuple[int, int]]:
         """``(first_seq, last_seq)`` of every segment file, ascending; the newest ends at the last export."""

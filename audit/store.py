@@ -197,15 +197,15 @@ class AuditStore:
             self._con = _connect_writer(self.root / WRITER_DB)
             for table in (*TABLES, DECISION_KEYS):
                 self._con.execute(create_table_sql(table))
-            upgraded = self._add_columns()
+            self._add_columns()
             self._export_con = self._con.cursor()  # the export's own connection: it may run beside an insert
             self._segments = {
                 table: Segments(self._export_con, self.root / SEGMENTS_DIR / table, table, segment_rows, segment_open_s)
                 for table in TABLES
             }
             exported = [segments.open() for segments in self._segments.values()]
-            for table in upgraded:
-                self._segments[table].rewrite_all()  # every file with the new columns, as the views read them
+            for segments in self._segments.values():
+                segments.rewrite_outdated()
             stored = [self._scalar(f"SELECT coalesce(max(seq), 0) FROM {table}") for table in TABLES]
             self._seq = max(*stored, *exported)
             self._models = {version for (version,) in self._con.execute("SELECT model_version FROM models").fetchall()}
@@ -344,10 +344,9 @@ class AuditStore:
             finally:
                 self._release()
 
-    def _add_columns(self) -> list[str]:
-        """Give tables created by an older version the columns added since; returns the tables changed."""
+    def _add_columns(self) -> None:
+        """Give tables created by an older version the columns added since."""
         con = self._writer()
-        upgraded = []
         for table in TABLES:
             existing = {name for (name,) in con.execute(
                 "SELECT column_name FROM duckdb_columns() WHERE table_name = $table", {"table": table}).fetchall()}
@@ -356,8 +355,6 @@ class AuditStore:
                 con.execute(statement)
             if statements:
                 logger.warning("audit store: upgraded the %s table: %s", table, "; ".join(statements))
-                upgraded.append(table)
-        return upgraded
 
     def _buffer(self, table: str, batch: pa.Table) -> None:
         with self._mutex:
