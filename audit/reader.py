@@ -32,7 +32,8 @@ _READ_ONLY = frozenset(
 def connect(root: str | Path) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the store's views (``audit.views.VIEWS``).
 
-    The caller closes it. Writes through it land in memory only, never in the store.
+    The caller closes it. Writes through it land in memory only, never in the store. Its time zone is UTC, as
+    the store's times are, so that ``current_date`` is the day the ``day`` columns name, wherever it runs.
 
     >>> import tempfile
     >>> from audit.store import AuditStore
@@ -48,6 +49,7 @@ def connect(root: str | Path) -> duckdb.DuckDBPyConnection:
         raise AuditError(f"no audit store at {root} (no segments for {', '.join(missing)}): start its writer once")
     con = duckdb.connect()
     try:
+        con.execute("SET TimeZone = 'UTC'")  # the store's times are UTC: so are current_date and now() here
         for statement in view_statements(root):
             con.execute(statement)
     except duckdb.Error as exc:

@@ -17,6 +17,7 @@ import pytest
 import audit
 from audit import VIEWS, AuditError, AuditStore, InvalidRecordError, StoreLockedError, connect, query
 from audit.inputs import stored_inputs
+from audit.segments import Segments
 
 REPO = Path(audit.__file__).resolve().parent.parent
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z in epoch millis
@@ -303,6 +304,35 @@ def test_a_store_written_before_the_newer_columns_is_upgraded_when_opened(root: 
     assert inputs.column("threshold_logit").to_pylist() == [None, None, None]  # replay derives it from the probability
 
 
+def test_an_upgrade_cut_short_is_finished_by_the_next_open(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The new columns commit before the files are rewritten: a crash in between must not leave old files."""
+    with AuditStore(root, export_interval_s=0, segment_rows=1) as store:
+        for index in range(3):
+            store.add_decisions([decision(f"t{index}")])
+            store.flush()
+            store.export()
+    with duckdb.connect(str(root / "writer.duckdb")) as con:
+        con.execute("ALTER TABLE decisions DROP COLUMN threshold_logit")
+        for path in (root / "segments" / "decisions").glob("*.parquet"):
+            con.execute(f"COPY (SELECT * EXCLUDE (threshold_logit) FROM read_parquet('{path}')) TO '{path}' (FORMAT parquet)")
+    written = []
+
+    def crash_after_one(segments: Segments, first: int, last: int) -> None:
+        if written:
+            raise OSError("disk full")
+        written.append(first)
+        original_write(segments, first, last)
+
+    original_write = Segments._write
+    monkeypatch.setattr(Segments, "_write", crash_after_one)
+    with pytest.raises(OSError, match="disk full"):
+        AuditStore(root, export_interval_s=0, segment_rows=1)
+    monkeypatch.undo()
+
+    AuditStore(root, export_interval_s=0, segment_rows=1).close()
+    assert rows(root, "SELECT tx_id, threshold_logit FROM decisions ORDER BY tx_id") == [("t0", None), ("t1", None), ("t2", None)]
+
+
 def test_a_store_lacking_a_required_column_is_refused_with_its_name(root: Path) -> None:
     AuditStore(root).close()
     with duckdb.connect(str(root / "writer.duckdb")) as con:
@@ -373,3 +403,12 @@ def test_queries_never_fail_while_another_process_rewrites_the_open_segment(root
     assert [row["n"] for row in seen] == sorted(row["n"] for row in seen)
     assert segments(root, "decisions") == ["000000000000.parquet", "000000000001.parquet"]
     assert rows(root, "SELECT count(*) FROM decisions") == [(8000,)]
+
+
+def test_queries_run_in_utc_whatever_the_machines_time_zone(root: Path) -> None:
+    """current_date must be the day the store's UTC times name: a machine east of UTC saw tomorrow's."""
+    AuditStore(root).close()
+    script = f"from audit import query; print(query({str(root)!r}, \"SELECT current_setting('TimeZone') AS tz\").column('tz')[0])"
+    result = subprocess.run([sys.executable, "-c", script], env={**os.environ, "TZ": "Pacific/Kiritimati"},
+                            capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "UTC"
