@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -90,6 +91,15 @@ def test_a_poll_of_decisions_is_read_in_one_block() -> None:
     assert batch.table is not None and batch.records == [] and batch.table.num_rows == 2
     first = batch.table.slice(0, 1).to_pylist()[0]
     assert first["sequence"] == [0.25] * 32 and first["shadow_is_alert"] is True and first["batch_id"] == 7
+
+
+def test_a_nan_in_the_first_decision_keeps_the_poll_in_one_block() -> None:
+    """The block's check compares its first record with a copy of it at the end: NaN must compare equal."""
+    codec = AvroCodec("Decision")
+    nan_gap = decision("t0", "v1", alert=True) | {"additivity_gap": math.nan}
+    batch = AvroBatchDecoder(codec).decode([codec.encode(nan_gap), codec.encode(decision("t1", "v1"))])
+    assert batch.table is not None and batch.records == [] and batch.table.num_rows == 2
+    assert math.isnan(batch.table.column("additivity_gap")[0].as_py())
 
 
 def test_a_commit_refused_while_the_broker_is_down_is_retried_not_fatal(tmp_path: Path) -> None:
