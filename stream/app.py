@@ -194,6 +194,7 @@ def create_app(settings: Settings) -> faust.App:
         # events a second; a short linger batches each stage's output.
         producer_linger=settings.producer_linger_s,
         producer_max_batch_size=settings.producer_batch_bytes,
+        producer_max_request_size=settings.producer_max_request_bytes,
         key_serializer="raw",
         value_serializer="raw",
     )
