@@ -309,10 +309,10 @@ class TerminalState:
         self.tx_ids: list[str] = tx_ids if tx_ids is not None else []
         self.amounts: list[float] = amounts if amounts is not None else []
         self.zscores: list[float] = zscores if zscores is not None else []
-        # [transaction time, reported time, tx_id, is_fraud, amount, amount z-score]: the latest verdict per
-        # transaction, by time
+        # [transaction time, reported time, tx_id, is_fraud, amount, amount z-score, superseded time or None]:
+        # every report, by transaction time then reported time, each in force until the next one for its transaction
         self.labels: list[list[Any]] = labels if labels is not None else []
-        # [tx_id, is_fraud, reported time] of labels whose transaction has not arrived yet
+        # [tx_id, is_fraud, reported time] of reports whose transaction has not arrived yet
         self.pending: list[list[Any]] = pending if pending is not None else []
 
     def features(self, time: float, label_delay_days: float = DEFAULT_LABEL_DELAY_DAYS) -> list[float]:
@@ -326,7 +326,10 @@ class TerminalState:
         """
         hi = time - label_delay_days * DAY
         lo = hi - max(WINDOWS_DAYS) * DAY  # the longest window: no value reads further back, however long the history
-        frauds = [label for label in self.labels if label[3] and label[1] <= time and label[0] > lo] if self.labels else []
+        frauds = [
+            label for label in self.labels
+            if label[3] and label[1] <= time and label[0] > lo and (label[6] is None or label[6] > time)
+        ] if self.labels else []
         fraud_times = [label[0] for label in frauds]
         values = []
         for days in WINDOWS_DAYS:
@@ -396,24 +399,31 @@ class TerminalState:
             self.pending = [entry for entry in self.pending if entry[2] > horizon]
 
     def label(self, tx_id: str, is_fraud: bool, reported: float) -> bool:
-        """Apply a label reported at ``reported`` (epoch seconds); the latest report for a transaction wins.
+        """Apply a label reported at ``reported`` (epoch seconds): from then until a later report for the same
+        transaction, it is the verdict in force. Every report is kept with when it was superseded, so a reversal
+        does not reach back before it was reported, whatever order the reports arrive in; a repeat of a report
+        (same reported time) replaces it.
 
-        Returns False when the transaction is not in this terminal's history: the label then waits for it.
+        Returns False when the transaction is not in this terminal's history: the report then waits for it.
         """
         try:
             position = self.tx_ids.index(tx_id)
         except ValueError:
-            self.pending = [entry for entry in self.pending if entry[0] != tx_id or entry[2] > reported]
-            if not any(entry[0] == tx_id for entry in self.pending):
-                self.pending.append([tx_id, bool(is_fraud), reported])
+            self.pending = [entry for entry in self.pending if entry[0] != tx_id or entry[2] != reported]
+            self.pending.append([tx_id, bool(is_fraud), reported])
             return False
-        known = [label for label in self.labels if label[2] == tx_id]
-        if known and known[0][1] > reported:
-            return True
+        reports = sorted(
+            [(label[1], label[3]) for label in self.labels if label[2] == tx_id and label[1] != reported]
+            + [(reported, bool(is_fraud))]
+        )
+        superseded = [later for later, _ in reports[1:]] + [None]
         self.labels = [label for label in self.labels if label[2] != tx_id]
         time = self.times[position]
         index = bisect_right([label[0] for label in self.labels], time)
-        self.labels.insert(index, [time, reported, tx_id, bool(is_fraud), self.amounts[position], self.zscores[position]])
+        self.labels[index:index] = [
+            [time, at, tx_id, verdict, self.amounts[position], self.zscores[position], until]
+            for (at, verdict), until in zip(reports, superseded)
+        ]
         return True
 
     def to_dict(self) -> dict[str, Any]:
@@ -421,12 +431,14 @@ class TerminalState:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> TerminalState:
-        """A state from :meth:`to_dict`; one written before terminals kept amounts reads them as 0, ordinary.
+        """A state from :meth:`to_dict`. One written before terminals kept amounts reads them as 0, ordinary; one
+        written before reports were kept with when they were superseded held only the latest report per
+        transaction, never superseded.
 
         >>> old = {"times": [0.0], "tx_ids": ["a"], "labels": [[0.0, 1.0, "a", True]], "pending": []}
         >>> state = TerminalState.from_dict(old)
         >>> state.amounts, state.zscores, state.labels
-        ([0.0], [0.0], [[0.0, 1.0, 'a', True, 0.0, 0.0]])
+        ([0.0], [0.0], [[0.0, 1.0, 'a', True, 0.0, 0.0, None]])
         """
         if not data:
             return cls()
@@ -434,6 +446,8 @@ class TerminalState:
         if "amounts" not in data:
             state.amounts, state.zscores = [0.0] * len(state.times), [0.0] * len(state.times)
             state.labels = [label + [0.0, 0.0] for label in state.labels]
+        if state.labels and len(state.labels[0]) == 6:
+            state.labels = [label + [None] for label in state.labels]
         return state
 
 

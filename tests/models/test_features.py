@@ -6,6 +6,7 @@ in the comment beside it.
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -276,6 +277,38 @@ def test_a_duplicate_label_counts_once_and_the_latest_verdict_wins():
     # an older report arriving late does not overturn the newer verdict
     assert state.label("a", True, reported=8 * DAY)
     assert state.features(9 * DAY, 7)[2:4] == [2.0, 0.0]
+
+
+def test_a_reversed_verdict_counts_until_its_reversal_whatever_order_the_reports_arrive_in():
+    """Fraud reported on day 8, then "genuine" on day 12: a transaction scored on day 10 sees the fraud, and
+    one on day 13 does not, however the reports and the transactions interleave."""
+    reports = [(True, 8 * DAY), (False, 12 * DAY)]
+    for order in (reports, reports[::-1]):
+        state = TerminalState()
+        terminal_step(state, 1.0 * DAY, "a", 10.0, ORDINARY, 7)
+        terminal_step(state, 1.5 * DAY, "b", 10.0, ORDINARY, 7)
+        for is_fraud, reported in order:
+            assert state.label("a", is_fraud, reported)
+        assert state.features(10 * DAY, 7)[2:4] == [2.0, 0.5]  # 7 days (-4, 3]: both, "a" still fraud on day 10
+        assert state.features(13 * DAY, 7)[2:4] == [2.0, 0.0]  # (-1, 6]: both, "a" genuine from day 12
+
+
+def test_reports_waiting_for_their_transaction_keep_their_order_in_time():
+    state = TerminalState()
+    assert not state.label("a", False, reported=12 * DAY) and not state.label("a", True, reported=8 * DAY)
+    terminal_step(state, 1.0 * DAY, "a", 10.0, ORDINARY, 7)
+    assert state.features(10 * DAY, 7)[2:4] == [1.0, 1.0] and state.features(13 * DAY, 7)[2:4] == [1.0, 0.0]
+
+
+def test_a_terminal_state_survives_json_and_reads_states_written_before_superseded_reports():
+    state = TerminalState()
+    terminal_step(state, 1.0 * DAY, "a", 10.0, ORDINARY, 7)
+    state.label("a", True, reported=8 * DAY)
+    state.label("a", False, reported=12 * DAY)
+    recorded = json.loads(json.dumps(state.to_dict(), allow_nan=False))
+    assert TerminalState.from_dict(recorded).to_dict() == state.to_dict()
+    before = {**recorded, "labels": [[1.0 * DAY, 8 * DAY, "a", True, 10.0, 0.0]]}
+    assert TerminalState.from_dict(before).features(13 * DAY, 7)[2:4] == [1.0, 1.0]  # (-1, 6]: "a", fraud
 
 
 def test_a_label_before_its_transaction_waits_for_it():

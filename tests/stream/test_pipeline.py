@@ -116,7 +116,7 @@ def test_labels_reach_terminal_state_and_early_ones_wait_for_their_transaction()
     early = {"tx_id": "t2", "is_fraud": True, "terminal_id": "T", "reported_at": 2000}
     outcome = apply_terminal_stage([{"transaction": None, "feedback": feedback}, {"transaction": None, "feedback": early}], table, 7)
     assert (outcome.labels_applied, outcome.labels_pending) == (1, 1)
-    assert table[b"T"]["labels"] == [[0.0, 1.0, "t1", True, 5.0, 0.0]]  # with its amount and z-score
+    assert table[b"T"]["labels"] == [[0.0, 1.0, "t1", True, 5.0, 0.0, None]]  # with its amount and z-score, not superseded
     assert table[b"T"]["pending"] == [["t2", True, 2.0]]
 
 
