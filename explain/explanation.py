@@ -20,7 +20,8 @@ ExplanationSpace = Literal["log-odds"]
 _SPACES = frozenset(get_args(ExplanationSpace))
 
 DEFAULT_TOLERANCE = 1e-4
-"""Largest additivity gap, in log-odds, an explanation may have before it is flagged."""
+"""Largest additivity gap, in log-odds per unit of logit beyond 1, an explanation may have before it is flagged
+(see :func:`check_additivity`)."""
 
 
 def reason_label(feature: str, value: float | None, template: str | None = None) -> str:
@@ -168,13 +169,20 @@ class Explanation:
 
 
 def check_additivity(explanations: Sequence[Explanation], tolerance: float = DEFAULT_TOLERANCE) -> list[int]:
-    """Indices of the explanations whose gap exceeds ``tolerance``; a NaN gap always fails.
+    """Indices of the explanations whose gap exceeds ``tolerance * max(1, |output|)``; a NaN gap always fails.
+
+    The tolerance is relative beyond a logit of 1 because the model's logit is float32 while the reasons add up
+    in float64: for a logit in the thousands (a very large amount) rounding alone exceeds any absolute tolerance
+    small enough to catch a wrong explanation of an ordinary one.
 
     >>> row = {"values": np.array([1.0]), "output": 1.5, "feature_names": ("amount",), "data": np.array([3.0])}
     >>> check_additivity([Explanation(base_value=0.5, **row), Explanation(base_value=0.51, **row)], tolerance=1e-4)
     [1]
     """
-    return [index for index, explanation in enumerate(explanations) if not explanation.additivity_gap <= tolerance]
+    return [
+        index for index, explanation in enumerate(explanations)
+        if not explanation.additivity_gap <= tolerance * max(1.0, abs(explanation.output))
+    ]
 
 
 def _frozen_vector(array: Any, length: int, name: str) -> np.ndarray:

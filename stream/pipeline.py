@@ -24,7 +24,7 @@ from typing import Any, Callable, Generic, Protocol, TypeVar
 import numpy as np
 from scipy.special import expit
 
-from explain import Explainer, Explanation, check_additivity
+from explain import DEFAULT_TOLERANCE, Explainer, Explanation, check_additivity
 from models.features import FEATURE_NAMES, SEQUENCE_LENGTH, SEQUENCE_STEP, CardState, TerminalState, card_step, feature_vector, terminal_step
 from models.network import ModelInputs, logit_threshold
 from models.registry import ModelArtifact
@@ -236,7 +236,7 @@ class Scorer:
         explainer: Explainer,
         threshold: float | None = None,
         top_reasons: int = 5,
-        tolerance: float = 1e-4,
+        tolerance: float = DEFAULT_TOLERANCE,
         *,
         tokenize: Callable[[str], str],
         threshold_logit: float | None = None,
@@ -326,7 +326,8 @@ class Scorer:
         for index in check_additivity(explained, self.tolerance):
             row = int(rows[index])
             flagged.add(row)
-            logger.warning("explanation gap %.3g above tolerance %g for tx %s", explained[index].additivity_gap, self.tolerance, transactions[row]["tx_id"])
+            logger.warning("explanation gap %.3g above tolerance %g x max(1, |logit|) for tx %s",
+                           explained[index].additivity_gap, self.tolerance, transactions[row]["tx_id"])
         return dict(zip(rows.tolist(), explained)), flagged
 
 

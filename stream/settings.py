@@ -34,7 +34,7 @@ class Settings(BaseSettings):
     threshold: float | None = Field(None, ge=0.0, le=1.0, description="RISKSTREAM_THRESHOLD: alert threshold on the probability; default: the model's recommended one")
     threshold_logit: float | None = Field(None, allow_inf_nan=False, description="RISKSTREAM_THRESHOLD_LOGIT: alert threshold on the logit instead, for a threshold among the scores that round to 1")
     top_reasons: int = Field(5, ge=1, description="RISKSTREAM_TOP_REASONS: reasons carried by an alert (the audit store keeps all)")
-    explanation_tolerance: float = Field(1e-4, gt=0.0, description="RISKSTREAM_EXPLANATION_TOLERANCE: largest additivity gap an alert may carry unflagged")
+    explanation_tolerance: float = Field(1e-4, gt=0.0, description="RISKSTREAM_EXPLANATION_TOLERANCE: largest additivity gap an alert may carry unflagged, per unit of |logit| above 1")
     batch_size: int = Field(500, ge=1, description="RISKSTREAM_BATCH_SIZE: events scored per model call at most")
     batch_within_s: float = Field(0.05, gt=0.0, description="RISKSTREAM_BATCH_WITHIN_S: longest wait to fill a batch")
     producer_linger_s: float = Field(0.01, ge=0.0, description="RISKSTREAM_PRODUCER_LINGER_S: how long the worker's producer gathers messages into one request")

@@ -196,9 +196,10 @@ def test_a_broken_explanation_is_caught_at_the_tolerance(explained):
         values[5] += by
         return [*good[:3], replace(good[3], values=values), *good[4:]]
 
-    assert check_additivity(nudge_row_3(2 * TOLERANCE), TOLERANCE) == [3]
+    allowed = TOLERANCE * max(1.0, abs(good[3].output))  # relative to the logit beyond 1
+    assert check_additivity(nudge_row_3(2 * allowed), TOLERANCE) == [3]
     # half the tolerance passes: the check is exactly as strict as named, no looser
-    assert check_additivity(nudge_row_3(TOLERANCE / 2), TOLERANCE) == []
+    assert check_additivity(nudge_row_3(allowed / 2), TOLERANCE) == []
 
 
 SUMMARY = 4

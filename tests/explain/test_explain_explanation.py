@@ -30,6 +30,20 @@ def test_a_non_finite_explanation_always_fails_the_check():
     assert check_additivity(broken, tolerance=1e9) == [0, 1]
 
 
+def test_the_tolerance_grows_with_the_logit_so_float32_rounding_of_a_large_one_passes():
+    """A large amount gives a logit in the thousands: the model's float32 logit then differs from the float64 sum
+    of the reasons by its rounding alone (2e-4 here), which must not flag a correct explanation."""
+    logit = 4321.2
+    rounded = explanation(values=(4000.0, 321.0, 0.2), base_value=0.0, output=float(np.float32(logit)))
+    assert rounded.additivity_gap > 1e-4
+    assert check_additivity([rounded], tolerance=1e-4) == []
+    # still relative: a gap of twice the tolerance per unit of logit fails
+    broken = explanation(values=(4000.0, 321.0, 0.2 + 2e-4 * logit), base_value=0.0, output=logit)
+    assert check_additivity([broken], tolerance=1e-4) == [0]
+    # below a logit of 1 the tolerance is absolute, as named
+    assert check_additivity([explanation(base_value=0.0, output=-0.4 + 2e-5)], tolerance=1e-5) == [0]
+
+
 def test_ties_keep_model_order_and_top_truncates():
     reasons = explanation(labels=("big spend", "at night", "3 today")).reasons()
     assert [reason.feature for reason in reasons] == ["is_night", "amount", "card_tx_count_1d"]
