@@ -72,6 +72,7 @@ def test_an_alert_prints_every_reason_adding_up_to_its_logit_and_plots_a_waterfa
     assert store_files(root) == before, "explain reads the store only"
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # e.g. numpy's "All-NaN slice" for a reason with no value
 def test_a_model_summary_ranks_reasons_by_mean_absolute_contribution_and_plots_them(store, tmp_path):
     root, version, alerts = store
     code, output = run("--model", version, "--days", "1", "--audit-dir", str(root), "--out", str(tmp_path / "summary"))
