@@ -1,24 +1,29 @@
 """A file-system model registry: one folder per version, checksummed, and CHAMPION and SHADOW pointers.
 
-Layout: ``REGISTRY/<version>/{manifest.json, weights.pt, background.npy, background_sequences.npy}`` (and, for
-models trained since it was added, the explainer's summarised background: ``explanation_background.npy``,
-``explanation_weights.npy``),
+Layout: ``REGISTRY/<version>/{manifest.json, manifest.sha256, weights.pt, background.npy,
+background_sequences.npy}`` (and, for models trained since it was added, the explainer's summarised background:
+``explanation_background.npy``, ``explanation_weights.npy``),
 ``REGISTRY/CHAMPION`` (the version the workers score and alert with), ``REGISTRY/CHAMPION_HISTORY`` (every
 promotion, oldest first, so a rollback knows the previous champion) and ``REGISTRY/SHADOW`` (a challenger the
 workers also score every event with, without alerting; absent when none). A version folder appears in one
 rename, and each pointer is replaced atomically, so a worker reloading at any moment sees either the old model
-or the new one, never half of one. Loading checks the SHA-256 of each file against the manifest, and the
-weights against the hash in the version name, and refuses a model that fails (:class:`ModelIntegrityError`).
+or the new one, never half of one; promotions and rollbacks hold ``REGISTRY/.pointers.lock`` while they read
+and rewrite the pointers, so concurrent ones each keep their place in the history. Loading checks the manifest
+against ``manifest.sha256``, the SHA-256 of each other file against the manifest, and the weights against the
+hash in the version name, and refuses a model that fails (:class:`ModelIntegrityError`).
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import pickle
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +54,10 @@ logger = logging.getLogger(__name__)
 
 CHAMPION, HISTORY, SHADOW = "CHAMPION", "CHAMPION_HISTORY", "SHADOW"
 MANIFEST, WEIGHTS, BACKGROUND, SEQUENCES = "manifest.json", "weights.pt", "background.npy", "background_sequences.npy"
+MANIFEST_DIGEST = "manifest.sha256"
+"""The manifest's SHA-256: absent from models saved before it, which load unverified, with a warning."""
+POINTERS_LOCK = ".pointers.lock"
+"""Held while a promotion or rollback reads and rewrites CHAMPION and CHAMPION_HISTORY."""
 EXPLANATION_ROWS, EXPLANATION_WEIGHTS = "explanation_background.npy", "explanation_weights.npy"
 """Optional (models saved before them have neither): the explainer's summarised background."""
 FORMAT = 2
@@ -108,6 +117,16 @@ def _write_pointer(root: Path, name: str, text: str) -> None:
     os.replace(file.name, root / name)
 
 
+@contextmanager
+def _pointers_locked(root: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the registry's pointers, so a read-modify-write of the history loses no other."""
+    if not root.is_dir():
+        raise ModelNotFoundError(f"no model registry at {root}")
+    with (root / POINTERS_LOCK).open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield  # closing the file releases the lock
+
+
 def _require(root: Path, version: str) -> None:
     if not (_folder(root, version) / MANIFEST).is_file():
         raise ModelNotFoundError(f"no model version {version!r} in {root}")
@@ -118,11 +137,12 @@ def set_champion(registry: str | Path, version: str) -> None:
     to ``CHAMPION_HISTORY`` (see :func:`rollback`)."""
     root = Path(registry)
     _require(root, version)
-    history = champion_history(root)
-    if not history and (root / CHAMPION).is_file():  # a registry from before the history was kept
-        history = [champion_version(root)]
-    _write_pointer(root, HISTORY, "".join(f"{entry}\n" for entry in [*history, version]))
-    _write_pointer(root, CHAMPION, version + "\n")
+    with _pointers_locked(root):
+        history = champion_history(root)
+        if not history and (root / CHAMPION).is_file():  # a registry from before the history was kept
+            history = [champion_version(root)]
+        _write_pointer(root, HISTORY, "".join(f"{entry}\n" for entry in [*history, version]))
+        _write_pointer(root, CHAMPION, version + "\n")
     logger.info("promoted %s to champion in %s", version, root)
 
 
@@ -137,6 +157,9 @@ def champion_history(registry: str | Path) -> list[str]:
 def rollback(registry: str | Path) -> str:
     """Make the previous champion the champion again and return it; the current one leaves the history.
 
+    Refused when the champion is not the last promotion in the history (``CHAMPION`` changed by other means):
+    the history then no longer says which champion came before it.
+
     >>> import tempfile
     >>> with tempfile.TemporaryDirectory() as root:
     ...     for version in ("a", "b"):
@@ -147,13 +170,17 @@ def rollback(registry: str | Path) -> str:
     ('a', 'a', ['a'])
     """
     root = Path(registry)
-    history = champion_history(root)
-    if len(history) < 2:
-        raise ModelNotFoundError(f"no previous champion to roll back to in {root}")
-    previous = history[-2]
-    _require(root, previous)
-    _write_pointer(root, HISTORY, "".join(f"{entry}\n" for entry in history[:-1]))
-    _write_pointer(root, CHAMPION, previous + "\n")
+    with _pointers_locked(root):
+        history = champion_history(root)
+        if len(history) < 2:
+            raise ModelNotFoundError(f"no previous champion to roll back to in {root}")
+        champion = champion_version(root)
+        if history[-1] != champion:
+            raise ModelError(f"champion {champion!r} is not the last promotion {history[-1]!r} in {root}: not rolling back")
+        previous = history[-2]
+        _require(root, previous)
+        _write_pointer(root, HISTORY, "".join(f"{entry}\n" for entry in history[:-1]))
+        _write_pointer(root, CHAMPION, previous + "\n")
     logger.info("rolled back from %s to %s in %s", history[-1], previous, root)
     return previous
 
@@ -221,6 +248,7 @@ def save_artifact(artifact: ModelArtifact, registry: str | Path, promote: bool =
     manifest.update(notes or {})
     manifest["sha256"] = {name: _sha256(staging / name) for name in files}
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    (staging / MANIFEST_DIGEST).write_text(_sha256(staging / MANIFEST) + "\n")
     staging.rename(target)
     logger.info("saved model %s to %s", artifact.version, target)
     if promote:
@@ -243,6 +271,19 @@ def _read_manifest(folder: Path) -> dict:
         raise ModelNotFoundError(f"no model version {folder.name!r} in {folder.parent}") from error
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ModelIntegrityError(f"manifest of model {folder.name!r} is not valid JSON") from error
+
+
+def _check_manifest_digest(folder: Path) -> None:
+    """Refuse a manifest edited since it was saved: its checksums cover every other file, nothing covers it."""
+    try:
+        expected = (folder / MANIFEST_DIGEST).read_text().strip()
+    except FileNotFoundError:
+        logger.warning(
+            "model %r has no %s (saved before manifests had one): its manifest is not verified", folder.name, MANIFEST_DIGEST
+        )
+        return
+    if _sha256(folder / MANIFEST) != expected:
+        raise ModelIntegrityError(f"{MANIFEST} of model {folder.name!r} does not match {MANIFEST_DIGEST}")
 
 
 def _verified(folder: Path, manifest: dict) -> ModelArtifact:
@@ -287,6 +328,7 @@ def load_artifact(registry: str | Path, version: str | None = None) -> ModelArti
     root = Path(registry)
     folder = _folder(root, version or champion_version(root))
     manifest = _read_manifest(folder)
+    _check_manifest_digest(folder)
     try:
         return _verified(folder, manifest)
     except (KeyError, TypeError, ValueError, RuntimeError, OSError, EOFError, pickle.UnpicklingError) as error:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
@@ -16,6 +18,7 @@ from models.exceptions import ModelError, ModelIntegrityError, ModelNotFoundErro
 from models.network import BehaviourModel, ModelArtifact, ModelInputs, new_version
 from models.registry import (
     CHAMPION,
+    POINTERS_LOCK,
     champion_history,
     champion_version,
     list_versions,
@@ -65,7 +68,7 @@ def test_save_then_load_gives_the_same_model(tmp_path):
     folder = save_artifact(artifact, tmp_path)
     assert sorted(path.name for path in folder.iterdir()) == [
         "background.npy", "background_sequences.npy", "explanation_background.npy", "explanation_weights.npy",
-        "manifest.json", "weights.pt",
+        "manifest.json", "manifest.sha256", "weights.pt",
     ]
     loaded = load_artifact(tmp_path)
     x = _inputs(np.random.default_rng(1), 64)
@@ -94,6 +97,7 @@ def test_a_model_saved_with_a_probability_threshold_alerts_on_the_same_scores(tm
     manifest = json.loads((folder / "manifest.json").read_text())
     del manifest["threshold_logit"]
     (folder / "manifest.json").write_text(json.dumps(manifest | {"threshold": probability}))
+    (folder / "manifest.sha256").unlink()  # nor had it a digest then
     loaded = load_artifact(tmp_path)
     logits = np.array([-2.0, logit(0.42), 0.0, 36.0, 36.8, 40.0, 400.0])
     assert loaded.alerts(logits).tolist() == (expit(logits) >= probability).tolist()
@@ -121,7 +125,7 @@ def test_the_champion_moves_only_when_promoted(tmp_path):
     assert [entry["version"] for entry in listing] == [first.version, second.version, third.version]
     assert [entry["champion"] for entry in listing] == [False, True, False]
     assert listing[0]["metrics"] == first.metrics
-    assert not [path for path in tmp_path.iterdir() if path.name.startswith(".")]  # no staging left behind
+    assert not [path for path in tmp_path.iterdir() if path.name.startswith(".") and path.name != POINTERS_LOCK]  # no staging left behind
 
 
 def test_rollback_returns_to_each_previous_champion_in_turn(tmp_path):
@@ -188,6 +192,7 @@ def test_weights_swapped_with_a_matching_checksum_are_refused(tmp_path):
     manifest = json.loads((good_folder / "manifest.json").read_text())
     manifest["sha256"]["weights.pt"] = json.loads((other_folder / "manifest.json").read_text())["sha256"]["weights.pt"]
     (good_folder / "manifest.json").write_text(json.dumps(manifest))
+    (good_folder / "manifest.sha256").write_text(hashlib.sha256((good_folder / "manifest.json").read_bytes()).hexdigest())
     with pytest.raises(ModelIntegrityError, match="another version"):
         load_artifact(tmp_path, good.version)
 
@@ -195,6 +200,7 @@ def test_weights_swapped_with_a_matching_checksum_are_refused(tmp_path):
 def test_a_broken_manifest_is_refused(tmp_path):
     artifact = _artifact(0)
     folder = save_artifact(artifact, tmp_path)
+    (folder / "manifest.sha256").unlink()  # what is in a manifest is checked, digest or not
     (folder / "manifest.json").write_text("{not json")
     with pytest.raises(ModelIntegrityError):
         load_artifact(tmp_path)
@@ -205,6 +211,41 @@ def test_a_broken_manifest_is_refused(tmp_path):
     with pytest.raises(ModelIntegrityError, match="incomplete"):
         load_artifact(tmp_path)
     assert list_versions(tmp_path)[0]["metrics"] == {}
+
+
+def test_an_edited_manifest_is_refused_and_one_saved_without_a_digest_loads_with_a_warning(tmp_path, caplog):
+    artifact = _artifact(0)
+    folder = save_artifact(artifact, tmp_path)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "manifest.json").write_text(json.dumps(manifest | {"threshold_logit": -5.0}, indent=2, sort_keys=True))
+    with pytest.raises(ModelIntegrityError, match="manifest"):
+        load_artifact(tmp_path)
+    (folder / "manifest.sha256").unlink()  # as saved before manifests had a digest
+    with caplog.at_level("WARNING", logger="models.registry"):
+        assert load_artifact(tmp_path).threshold_logit == -5.0
+    assert "not verified" in caplog.text
+
+
+def test_concurrent_promotions_each_stay_in_the_history(tmp_path):
+    artifacts = [_artifact(seed, seed) for seed in range(6)]
+    for artifact in artifacts:
+        save_artifact(artifact, tmp_path, promote=False)
+    set_champion(tmp_path, artifacts[0].version)
+    with ThreadPoolExecutor(len(artifacts) - 1) as pool:
+        list(pool.map(lambda artifact: set_champion(tmp_path, artifact.version), artifacts[1:] * 20))
+    history = champion_history(tmp_path)
+    assert len(history) == 1 + 20 * (len(artifacts) - 1)
+    assert history[-1] == champion_version(tmp_path)
+
+
+def test_rollback_refuses_when_the_champion_is_not_the_last_promotion(tmp_path):
+    first, second = _artifact(0, 0), _artifact(1, 1)
+    save_artifact(first, tmp_path)
+    save_artifact(second, tmp_path)
+    (tmp_path / CHAMPION).write_text(first.version + "\n")  # changed by hand, not through set_champion
+    with pytest.raises(ModelError, match="not the last"):
+        rollback(tmp_path)
+    assert champion_version(tmp_path) == first.version and champion_history(tmp_path) == [first.version, second.version]
 
 
 def test_missing_models_are_reported_as_not_found(tmp_path):
