@@ -8,6 +8,7 @@ from pathlib import Path
 
 import crc32c
 import numpy as np
+import pytest
 from kafka import KafkaConsumer, TopicPartition
 from kafka.record import util as kafka_record_util
 
@@ -19,6 +20,7 @@ from stream.audit_writer import AuditWriter
 from stream.avro_batch import AvroBatchDecoder
 from stream.codec import AvroCodec
 from stream.embedded import EmbeddedBroker
+from stream.exceptions import StreamError
 from stream.producer import send_raw
 from stream.settings import Settings
 from stream.topics import create_topics
@@ -100,6 +102,18 @@ def test_a_nan_in_the_first_decision_keeps_the_poll_in_one_block() -> None:
     batch = AvroBatchDecoder(codec).decode([codec.encode(nan_gap), codec.encode(decision("t1", "v1"))])
     assert batch.table is not None and batch.records == [] and batch.table.num_rows == 2
     assert math.isnan(batch.table.column("additivity_gap")[0].as_py())
+
+
+def test_a_decision_from_a_newer_worker_stops_the_writer_instead_of_being_skipped(tmp_path: Path) -> None:
+    """Skipped, its offset would be committed and the decision lost: the writer stops before that."""
+    value = AvroCodec("Decision").encode(decision("t0", "v1"))
+    newer = value[:1] + (99).to_bytes(4, "big") + value[5:]  # the same body under a schema id not known yet
+    settings = Settings(audit_dir=tmp_path / "audit", model_registry=tmp_path / "models", demo_mode=True)
+    with AuditStore(settings.audit_dir) as store:
+        writer = AuditWriter(settings)
+        assert writer.add_decisions(store, [b"junk", value]) == 1 and writer.rejected == 1  # malformed: skipped
+        with pytest.raises(StreamError, match="Upgrade the audit writer"):
+            writer.add_decisions(store, [value, newer])
 
 
 def test_a_commit_refused_while_the_broker_is_down_is_retried_not_fatal(tmp_path: Path) -> None:
