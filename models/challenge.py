@@ -11,6 +11,7 @@ scored on them with the handbook's metrics.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -24,6 +25,8 @@ from models.features import DAY, FEATURE_NAMES, SEQUENCE_LENGTH, SEQUENCE_STEP
 from models.metrics import detection_metrics
 from models.network import ModelArtifact, ModelInputs
 from models.train import TrainConfig, labels_known_by, time_range, train_from_frame
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["StoredRows", "challenge", "stored_rows"]
 
@@ -108,12 +111,19 @@ def challenge(
         name: detection_metrics(window, model.predict_proba(rows.inputs[held_out]))
         for name, model in (("champion", champion), ("challenger", challenger))
     }
+    span = time_range(window["time"].to_numpy())
+    # ISO-8601 UTC strings of one format compare as the times they name
+    champion_saw_window = bool(champion.data_range) and champion.data_range["end"] >= span["start"]
+    if champion_saw_window:
+        logger.warning("the champion %s trained or validated on part of the evaluation window (its data ends %s, the "
+                       "window starts %s): its metrics there flatter it", champion.version, champion.data_range["end"], span["start"])
     record = {
         "as_of": as_of.astimezone(timezone.utc).isoformat(timespec="seconds"),
         "champion": champion.version,
         "champion_metrics": evaluation["champion"],
         "challenger_metrics": evaluation["challenger"],
-        "window": time_range(window["time"].to_numpy()),
+        "window": span,
+        "champion_saw_window": champion_saw_window,
         "rows": {"stored": len(frame) + rows.skipped, "skipped": rows.skipped, "train_and_valid": int((labelled & before).sum()),
                  "evaluated": int(held_out.sum()), "evaluated_frauds": int((window["label"] == 1).sum())},
     }

@@ -117,6 +117,12 @@ def test_retrain_saves_a_challenger_with_both_evaluations_and_does_not_promote_i
     assert record["rows"]["evaluated_frauds"] > 0 and record["rows"]["skipped"] == 0
     challenger = load_artifact(store.registry, version)
     assert challenger.data_range["end"] < record["window"]["start"]  # never trained on the evaluation window
+    assert not record["champion_saw_window"]  # the champion's data ends 2018-04-19, the window starts later
+
+    # Cut off earlier, the window is among the days the champion was trained and validated on: the record says so.
+    _, early = retrain(store.root, store.registry, datetime(2018, 4, 26, tzinfo=timezone.utc), label_clock="reported",
+                       eval_days=5, valid_days=3, warmup_days=3, config=FAST)
+    assert early["window"]["start"] <= store.champion.data_range["end"] and early["champion_saw_window"]
 
 
 def test_replay_with_the_original_model_matches_every_decision_and_counts_changes_with_another(store: Store) -> None:
