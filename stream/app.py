@@ -357,6 +357,7 @@ def create_app(settings: Settings) -> faust.App:
                 alerts.send_soon(key=alert["tx_id"].encode(), value=codecs["Alert"].encode(alert))
             metrics.LABELS.labels("applied").inc(outcome.labels_applied)
             metrics.LABELS.labels("pending").inc(outcome.labels_pending)
+            metrics.LATE_TRANSACTIONS.inc(outcome.late)
             metrics.DECISIONS.inc(len(batch.decisions))
             metrics.ALERTS.inc(len(batch.alerts))
             metrics.EXPLANATION_GAPS.inc(batch.flagged)

@@ -15,7 +15,8 @@ EVENTS = Counter("riskstream_events_total", "Input events accepted, by topic", [
 DEAD_LETTERS = Counter("riskstream_dead_letters_total", "Input events rejected to the dead-letter topic, by reason", ["reason"], registry=REGISTRY)
 DECISIONS = Counter("riskstream_decisions_total", "Transactions scored", registry=REGISTRY)
 ALERTS = Counter("riskstream_alerts_total", "Alerts sent", registry=REGISTRY)
-LABELS = Counter("riskstream_labels_total", "Feedback labels by outcome (applied; pending: waiting for their transaction; unroutable: no terminal)", ["outcome"], registry=REGISTRY)
+LABELS = Counter("riskstream_labels_total", "Feedback labels by outcome (applied, on arrival or once their transaction came; pending: arrived before their transaction and waited for it; unroutable: no terminal)", ["outcome"], registry=REGISTRY)
+LATE_TRANSACTIONS = Counter("riskstream_late_transactions_total", "Transactions that reached their terminal after one more than the label delay newer, whose terminal features therefore missed them (card partitions days apart in event time)", registry=REGISTRY)
 UNDELIVERED = Counter("riskstream_undelivered_batches_total", "Record batches (decisions, state writes) the broker never acknowledged, by topic", ["topic"], registry=REGISTRY)
 EXPLANATION_GAPS = Counter("riskstream_explanation_gap_flagged_total", "Alerts sent flagged: explaining failed or the reasons do not add up within tolerance", registry=REGISTRY)
 BATCH_SECONDS = Histogram(
@@ -84,6 +85,7 @@ __all__ = [
     "EVENTS",
     "EXPLANATION_GAPS",
     "LABELS",
+    "LATE_TRANSACTIONS",
     "MODEL_SWITCHES",
     "REGISTRY",
     "SCORE_BATCH_SECONDS",

@@ -25,7 +25,7 @@ import numpy as np
 from scipy.special import expit
 
 from explain import DEFAULT_TOLERANCE, Explainer, Explanation, check_additivity
-from models.features import FEATURE_NAMES, SEQUENCE_LENGTH, SEQUENCE_STEP, CardState, TerminalState, card_step, feature_vector, terminal_step
+from models.features import DAY, FEATURE_NAMES, SEQUENCE_LENGTH, SEQUENCE_STEP, CardState, TerminalState, card_step, feature_vector, terminal_step
 from models.network import ModelInputs, logit_threshold
 from models.registry import ModelArtifact
 from stream.codec import AvroCodec
@@ -173,7 +173,12 @@ class TerminalOutcome:
     sequences: list[bytes] = field(default_factory=list)
     """Packed float32, as :func:`enriched_transaction` carries them."""
     labels_applied: int = 0
+    """Labels applied to their transaction's terminal, those that waited for it (``labels_pending``) included."""
     labels_pending: int = 0
+    late: int = 0
+    """Transactions that reached their terminal after one more than the label delay newer: the terminal features
+    of those scored before them missed them (card partitions days apart: a replay at full speed, a worker far
+    behind)."""
 
     @property
     def inputs(self) -> ModelInputs:
@@ -202,6 +207,10 @@ def apply_terminal_stage(events: Iterable[Record], table: StateTable, label_dela
             transaction = enriched["transaction"]
             state = states[transaction["terminal_id"]]
             seconds = transaction["event_time"] / 1000.0
+            if state.times and state.times[-1] - seconds > label_delay_days * DAY:
+                outcome.late += 1
+            if state.pending:  # labels that arrived first: the transaction's update applies them
+                outcome.labels_applied += sum(entry[0] == transaction["tx_id"] for entry in state.pending)
             card = card_features_of(enriched)
             terminal = terminal_step(state, seconds, transaction["tx_id"], transaction["amount"], card, label_delay_days)
             outcome.transactions.append(transaction)

@@ -119,6 +119,23 @@ def test_labels_reach_terminal_state_and_early_ones_wait_for_their_transaction()
     assert table[b"T"]["labels"] == [[0.0, 1.0, "t1", True, 5.0, 0.0, None]]  # with its amount and z-score, not superseded
     assert table[b"T"]["pending"] == [["t2", True, 2.0]]
 
+    # t2 arrives: its waiting label is applied, and counted so
+    late = enriched_transaction(transaction | {"tx_id": "t2", "event_time": 3000}, [0.0] * 14, [0.0] * 32)
+    outcome = apply_terminal_stage([{"transaction": late, "feedback": None}], table, 7)
+    assert (outcome.labels_applied, outcome.labels_pending, outcome.late) == (1, 0, 0) and table[b"T"]["pending"] == []
+
+
+def test_a_transaction_more_than_a_label_delay_older_than_its_terminals_newest_is_counted_late() -> None:
+    """Its terminal already scored transactions whose windows should have held it: their features missed it."""
+    table: dict = {}
+
+    def event(tx_id: str, day: float) -> dict:
+        record = {"tx_id": tx_id, "event_time": int(day * 86_400_000), "card_id": "c", "terminal_id": "T", "amount": 5.0}
+        return {"transaction": enriched_transaction(record, [0.0] * 14, [0.0] * 32), "feedback": None}
+
+    outcome = apply_terminal_stage([event("t1", 10.0), event("t2", 4.0), event("t3", 2.9)], table, label_delay_days=7)
+    assert outcome.late == 1  # t3, 7.1 days older than t1; t2 is 6 days older, within the label delay's slack
+
 
 def test_bad_messages_become_rejects_and_good_ones_pass() -> None:
     codec = AvroCodec("Transaction")
