@@ -15,7 +15,7 @@ from typing import Literal
 import pyarrow as pa
 
 from audit.exceptions import AuditError
-from audit.reader import connect
+from audit.reader import connect, run
 from audit.views import segment_scan
 
 __all__ = ["LabelClock", "stored_inputs"]
@@ -73,4 +73,4 @@ def stored_inputs(
     if labels_as_of is not None:
         parameters["as_of"] = labels_as_of
     with connect(root) as con:  # checks the store exists
-        return con.sql(sql, params=parameters).to_arrow_table()
+        return run(con, sql, parameters)

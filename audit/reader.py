@@ -17,7 +17,7 @@ from audit.exceptions import AuditError
 from audit.schema import SEGMENTS_DIR, TABLES, segment_name
 from audit.views import view_statements
 
-__all__ = ["connect", "query"]
+__all__ = ["connect", "query", "run"]
 
 _TORN_READ = ("TProtocolException", "Invalid data", "No such file or directory", "not a parquet file")
 """What DuckDB says when a query read the open segment's footer before the writer replaced the file and its
@@ -80,12 +80,18 @@ def query(root: str | Path, sql: str) -> pa.Table:
         kinds = ", ".join(statement.type.name for statement in statements) or "nothing"
         raise AuditError(f"only one read-only statement is allowed, got {kinds}")
     with connect(root) as con:
-        attempt = 1
-        while True:
-            try:
-                return con.sql(sql).to_arrow_table()
-            except duckdb.Error as exc:
-                if attempt == _ATTEMPTS or not any(sign in str(exc) for sign in _TORN_READ):
-                    raise AuditError(f"query failed: {exc}") from exc
-            time.sleep(0.05 * attempt)
-            attempt += 1
+        return run(con, sql)
+
+
+def run(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, object] | None = None) -> pa.Table:
+    """Run ``sql`` on a :func:`connect` connection, again when it met a segment file just as the writer replaced
+    it (a torn read); any other failure, or the last, raises AuditError."""
+    attempt = 1
+    while True:
+        try:
+            return con.sql(sql, params=params).to_arrow_table()
+        except duckdb.Error as exc:
+            if attempt == _ATTEMPTS or not any(sign in str(exc) for sign in _TORN_READ):
+                raise AuditError(f"query failed: {exc}") from exc
+        time.sleep(0.05 * attempt)
+        attempt += 1
