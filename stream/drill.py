@@ -80,7 +80,8 @@ def terminal_events(settings: Settings) -> Iterator[tuple[int, dict[str, Any]]]:
     transaction (the transaction itself under ``"transaction"``) or ``record["feedback"]`` a label."""
     batches = Repartition("TerminalEventBatch", settings.partitions)
     for message in read_topic(settings, f"{settings.app_id}-by-terminal"):
-        for record in batches.read([message.value]):
+        records, _ = batches.read([message.value])  # an undecodable message was dead-lettered by the worker
+        for record in records:
             yield message.timestamp, record
 
 

@@ -24,7 +24,7 @@ from stream.embedded import EmbeddedBroker
 from stream.local import LocalServices, isolated_overrides
 from stream.metrics import sample_total, scrape
 from stream.privacy import DEMO_KEY, Tokenizer
-from stream.drill import read_topic
+from stream.drill import read_topic, terminal_events
 from stream.producer import Event, produce, replay_events, send_raw, transaction_record
 from stream.repartition import Repartition, partition_for
 from stream.topics import create_topics
@@ -89,8 +89,12 @@ def test_transactions_are_scored_explained_and_audited(
         health = json.loads(scrape(settings.web_port, path="/health"))
         ready = json.loads(scrape(settings.web_port, path="/ready"))
         rekeyed = read_topic(settings, f"{settings.app_id}-by-card", first_s=5.0)
+        by_terminal = [record for _, record in terminal_events(settings)]
 
     assert stored == len(frame)
+    passed = sorted(record["transaction"]["transaction"]["tx_id"] for record in by_terminal if record["transaction"])
+    assert passed == sorted(frame["tx_id"]), "every transaction went on to its terminal once"
+    assert sum(record["feedback"] is not None for record in by_terminal) == int(frame["label"].sum())
     assert rekeyed == [], "keyed by card, every transaction is on its card's partition: none re-keyed"
     per_tx = query(settings.audit_dir, "SELECT tx_id, count(*) AS n FROM decisions GROUP BY tx_id").to_pandas()
     assert set(per_tx["tx_id"]) == set(frame["tx_id"])
