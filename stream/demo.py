@@ -109,7 +109,7 @@ def _summary(settings: Settings, new_week_start: float, raw: pd.DataFrame, web_p
     exposition = scrape(web_port)
     click.echo(
         f"dead letters (malformed input): {sample_total(exposition, 'riskstream_dead_letters_total'):.0f}; "
-        f"fraud labels received: {sample_total(exposition, 'riskstream_labels_total'):.0f}; worker metrics: http://127.0.0.1:{web_port}/metrics"
+        f"fraud labels received: {sample_total(exposition, 'riskstream_events_total', topic=settings.feedback_topic):.0f}; worker metrics: http://127.0.0.1:{web_port}/metrics"
     )
     top = query(
         settings.audit_dir,

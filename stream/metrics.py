@@ -61,13 +61,21 @@ CONSUMER_LAG = ConsumerLag()
 REGISTRY.register(CONSUMER_LAG)
 
 
-def sample_total(exposition: str, name: str) -> float:
-    r"""Sum of a metric's samples over all its labels, read from Prometheus' text exposition.
+def sample_total(exposition: str, name: str, **labels: str) -> float:
+    r"""Sum of a metric's samples over all its labels, or over those with the given label values, read from
+    Prometheus' text exposition.
 
     >>> sample_total('a_total{x="1"} 2.0\na_total{x="2"} 3.0\na_created 9.0', "a_total")
     5.0
+    >>> sample_total('a_total{x="1"} 2.0\na_total{x="2"} 3.0', "a_total", x="2")
+    3.0
     """
-    return sum(float(line.rsplit(" ", 1)[1]) for line in exposition.splitlines() if line.split("{")[0].split(" ")[0] == name)
+    wanted = [f'{label}="{value}"' for label, value in labels.items()]
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in exposition.splitlines()
+        if line.split("{")[0].split(" ")[0] == name and all(pair in line.rsplit(" ", 1)[0] for pair in wanted)
+    )
 
 
 def scrape(port: int, host: str = "127.0.0.1", timeout_s: float = 10.0, path: str = "/metrics") -> str:
