@@ -433,7 +433,7 @@ class TerminalState:
     def from_dict(cls, data: dict[str, Any] | None) -> TerminalState:
         """A state from :meth:`to_dict`. One written before terminals kept amounts reads them as 0, ordinary; one
         written before reports were kept with when they were superseded held only the latest report per
-        transaction, never superseded.
+        transaction, never superseded (entry by entry: a worker of either version may have written last).
 
         >>> old = {"times": [0.0], "tx_ids": ["a"], "labels": [[0.0, 1.0, "a", True]], "pending": []}
         >>> state = TerminalState.from_dict(old)
@@ -446,8 +446,7 @@ class TerminalState:
         if "amounts" not in data:
             state.amounts, state.zscores = [0.0] * len(state.times), [0.0] * len(state.times)
             state.labels = [label + [0.0, 0.0] for label in state.labels]
-        if state.labels and len(state.labels[0]) == 6:
-            state.labels = [label + [None] for label in state.labels]
+        state.labels = [label + [None] if len(label) == 6 else label for label in state.labels]  # mixed in a rolling upgrade
         return state
 
 

@@ -309,6 +309,10 @@ def test_a_terminal_state_survives_json_and_reads_states_written_before_supersed
     assert TerminalState.from_dict(recorded).to_dict() == state.to_dict()
     before = {**recorded, "labels": [[1.0 * DAY, 8 * DAY, "a", True, 10.0, 0.0]]}
     assert TerminalState.from_dict(before).features(13 * DAY, 7)[2:4] == [1.0, 1.0]  # (-1, 6]: "a", fraud
+    terminal_step(state, 2.0 * DAY, "b", 10.0, ORDINARY, 7)
+    mixed = json.loads(json.dumps(state.to_dict()))  # then an older worker, in a rolling upgrade, labelled "b"
+    mixed["labels"].append([2.0 * DAY, 9 * DAY, "b", True, 10.0, 0.0])
+    assert TerminalState.from_dict(mixed).features(13 * DAY, 7)[2:4] == [2.0, 0.5]  # "a" genuine from day 12, "b" fraud
 
 
 def test_a_label_before_its_transaction_waits_for_it():
