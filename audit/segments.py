@@ -19,8 +19,10 @@ import time
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 
+from audit.exceptions import AuditError
 from audit.schema import segment_name, segment_start, sql_string
 
 __all__ = ["Segments"]
@@ -117,13 +119,23 @@ class Segments:
         upgrade cut short after its columns were added (a crash, a full disk) is finished by the next open."""
         columns = {name for (name,) in self.con.execute(
             "SELECT column_name FROM duckdb_columns() WHERE table_name = $table", {"table": self.table}).fetchall()}
-        outdated = [
-            (first, last) for first, last in self._spans()
-            if not columns <= set(pq.read_schema(self.directory / segment_name(first)).names)
-        ]
+        outdated = [(first, last) for first, last in self._spans() if not columns <= set(self._schema(first).names)]
         for first, last in outdated:
+            held = self.con.execute(f"SELECT count(*) FROM {self.table} WHERE seq BETWEEN $first AND $last",
+                                    {"first": first, "last": last}).fetchone()[0]  # type: ignore[index]
+            stored = pq.read_metadata(self.directory / segment_name(first)).num_rows
+            if held < stored:  # rewriting would drop the rows the table no longer has: refuse, touch nothing
+                raise AuditError(f"segment {segment_name(first)} of {self.table} lacks columns that need adding, and the "
+                                 f"writer's database holds {held} of its {stored} rows (was it replaced?): not rewritten")
             self._write(first, last)
         return len(outdated)
+
+    def _schema(self, first_seq: int) -> pa.Schema:
+        path = self.directory / segment_name(first_seq)
+        try:
+            return pq.read_schema(path)
+        except (pa.ArrowException, OSError) as exc:
+            raise AuditError(f"cannot read the segment {path}: {exc}") from exc
 
     def _spans(self) -> list[tuple[int, int]]:
         """``(first_seq, last_seq)`` of every segment file, ascending; the newest ends at the last export."""

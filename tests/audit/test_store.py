@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 
 import duckdb
+import pyarrow.parquet as pq
 import pytest
 
 import audit
@@ -331,6 +332,24 @@ def test_an_upgrade_cut_short_is_finished_by_the_next_open(root: Path, monkeypat
 
     AuditStore(root, export_interval_s=0, segment_rows=1).close()
     assert rows(root, "SELECT tx_id, threshold_logit FROM decisions ORDER BY tx_id") == [("t0", None), ("t1", None), ("t2", None)]
+
+
+def test_an_upgrade_never_rewrites_a_segment_from_a_table_that_lost_its_rows(root: Path) -> None:
+    """A writer database replaced by an empty one holds none of the old files' rows: upgrading them from it would
+    empty them."""
+    with AuditStore(root, export_interval_s=0, segment_rows=1) as store:
+        for index in range(2):
+            store.add_decisions([decision(f"t{index}")])
+            store.flush()
+            store.export()
+    with duckdb.connect(str(root / "writer.duckdb")) as con:
+        for path in (root / "segments" / "decisions").glob("*.parquet"):
+            con.execute(f"COPY (SELECT * EXCLUDE (threshold_logit) FROM read_parquet('{path}')) TO '{path}' (FORMAT parquet)")
+    (root / "writer.duckdb").unlink()
+    files = {path: path.read_bytes() for path in (root / "segments" / "decisions").glob("*.parquet") if pq.read_metadata(path).num_rows}
+    with pytest.raises(AuditError, match=r"holds 0 of its 1 rows \(was it replaced\?\): not rewritten"):
+        AuditStore(root, export_interval_s=0, segment_rows=1)
+    assert {path: path.read_bytes() for path in files} == files
 
 
 def test_a_store_lacking_a_required_column_is_refused_with_its_name(root: Path) -> None:
