@@ -27,7 +27,7 @@ from audit import AuditStore, FlushResult, InvalidRecordError
 from models.exceptions import ModelError
 from models.registry import manifest_of
 from stream.avro_batch import AvroBatchDecoder
-from stream.codec import AvroCodec
+from stream.codec import AvroCodec, framed_schema_id
 from stream.exceptions import EventDecodeError, StreamError
 from stream.security import kafka_python_options
 from stream.privacy import load_tokenizer
@@ -126,15 +126,18 @@ class AuditWriter:
     def add_decisions(self, store: AuditStore, values: list[bytes | None]) -> int:
         """Decode a poll's decisions in one go and buffer them; unreadable ones are counted and skipped.
 
-        A decision under a schema id this writer does not know is no malformed message but one from a newer
-        worker: skipped, its offset would be committed and the decision lost for the store. The writer stops
-        instead (StreamError), before committing past it, and reads it again once upgraded.
+        A decision under a schema id above every id this writer knows is no malformed message but one from a
+        newer worker: skipped, its offset would be committed and the decision lost for the store. The writer stops
+        instead (StreamError), before committing past it, and reads it again once upgraded. An unknown id below
+        (junk that happens to start with a zero byte) is malformed like any other.
         """
         batch = self.decisions.decode(values)
-        newer = [error for _, error in batch.errors if error.reason == "unknown_schema_id"]
+        newest = self.decisions.codec.registry.newest_id
+        newer = [framed_schema_id(values[index] or b"") for index, error in batch.errors
+                 if error.reason == "unknown_schema_id" and framed_schema_id(values[index] or b"") > newest]
         if newer:
-            raise StreamError(f"{len(newer)} decision(s) under a schema this audit writer does not know ({newer[0]}): "
-                              "written by newer workers? Upgrade the audit writer; it stopped before committing past them")
+            raise StreamError(f"{len(newer)} decision(s) under schema id {newer[0]}, newer than this audit writer's "
+                              f"{newest}: written by newer workers? Upgrade the audit writer; it stopped before committing past them")
         self._skip(len(batch.errors), "decision", batch.errors[0][1] if batch.errors else None)
         versions = set(pc.unique(batch.table.column("model_version")).to_pylist()) if batch.table is not None else set()
         versions.update(record.get("model_version") for record in batch.records)

@@ -51,6 +51,7 @@ __all__ = [
     "SchemaRegistry",
     "WireFormat",
     "faust_codec_name",
+    "framed_schema_id",
     "load_schema",
     "register_faust_codecs",
 ]
@@ -163,6 +164,11 @@ def load_schema(name: str, *, logical_types: bool = True) -> dict[str, Any]:
     return _parse(_definition(name), logical_types)
 
 
+def framed_schema_id(data: bytes | bytearray | memoryview) -> int:
+    """The schema id in a Confluent-framed message's header (the caller checked its length and magic byte)."""
+    return int.from_bytes(data[1:_HEADER_BYTES], "big")
+
+
 class SchemaRegistry:
     """Local map between Confluent schema ids and schemas; no network, so tests and the demo need no server.
 
@@ -199,6 +205,11 @@ class SchemaRegistry:
 
     def __contains__(self, schema_id: object) -> bool:
         return schema_id in self._schemas
+
+    @property
+    def newest_id(self) -> int:
+        """The highest id registered. Ids only grow, so a record under a higher one comes from a newer version."""
+        return max(self._schemas)
 
     def id_of(self, name: str) -> int:
         """The id an encoder writes for the packaged schema ``name``."""
@@ -304,7 +315,7 @@ class AvroCodec:
             raise EventDecodeError("truncated", f"{len(data)} bytes, shorter than the 5-byte Confluent header")
         if data[0] != _MAGIC_BYTE:
             raise EventDecodeError("bad_magic_byte", f"first byte is {data[0]}, Confluent framing needs 0")
-        writer, reader = self._resolution(int.from_bytes(data[1:_HEADER_BYTES], "big"))
+        writer, reader = self._resolution(framed_schema_id(data))
         return self._read(data, _HEADER_BYTES, writer, reader)
 
     def _resolution(self, schema_id: int) -> tuple[dict[str, Any], dict[str, Any] | None]:

@@ -111,8 +111,9 @@ def test_a_decision_from_a_newer_worker_stops_the_writer_instead_of_being_skippe
     settings = Settings(audit_dir=tmp_path / "audit", model_registry=tmp_path / "models", demo_mode=True)
     with AuditStore(settings.audit_dir) as store:
         writer = AuditWriter(settings)
-        assert writer.add_decisions(store, [b"junk", value]) == 1 and writer.rejected == 1  # malformed: skipped
-        with pytest.raises(StreamError, match="Upgrade the audit writer"):
+        junk = b"\x00" * 5 + value[5:]  # a zero byte, then id 0, which no version used
+        assert writer.add_decisions(store, [b"junk", junk, value]) == 1 and writer.rejected == 2  # malformed: skipped
+        with pytest.raises(StreamError, match="schema id 99, newer than this audit writer's 13: .* Upgrade the audit writer"):
             writer.add_decisions(store, [value, newer])
 
 
