@@ -207,8 +207,8 @@ def apply_terminal_stage(events: Iterable[Record], table: StateTable, label_dela
             transaction = enriched["transaction"]
             state = states[transaction["terminal_id"]]
             seconds = transaction["event_time"] / 1000.0
-            if state.times and state.times[-1] - seconds > label_delay_days * DAY:
-                outcome.late += 1
+            if state.times and state.times[-1] - seconds > label_delay_days * DAY and transaction["tx_id"] not in state.tx_ids:
+                outcome.late += 1  # a redelivery changes nothing and is not late
             if state.pending:  # labels that arrived first: the transaction's update applies them
                 outcome.labels_applied += sum(entry[0] == transaction["tx_id"] for entry in state.pending)
             card = card_features_of(enriched)

@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     producer_max_request_bytes: int = Field(1_000_000, ge=1024, description="RISKSTREAM_PRODUCER_MAX_REQUEST_BYTES: largest request the worker's producer sends, so the largest state it can write to a changelog (raise the topics' max.message.bytes with it)")
     audit_dir: Path = Field(Path("var/audit"), description="RISKSTREAM_AUDIT_DIR: the DuckDB audit store's folder")
     audit_flush_interval_s: float = Field(2.0, gt=0.0, description="RISKSTREAM_AUDIT_FLUSH_INTERVAL_S: longest time the audit writer buffers")
-    audit_export_interval_s: float = Field(10.0, gt=0.0, description="RISKSTREAM_AUDIT_EXPORT_INTERVAL_S: how stale analysts' views may get")
+    audit_export_interval_s: float = Field(10.0, gt=0.0, description="RISKSTREAM_AUDIT_EXPORT_INTERVAL_S: longest time between exports to analysts' views (their staleness adds the flush interval)")
     audit_retention_days: int | None = Field(None, ge=1, description="RISKSTREAM_AUDIT_RETENTION_DAYS: the audit writer deletes rows older than this many days (default: keep all)")
     hmac_key: SecretStr | None = Field(None, description="RISKSTREAM_HMAC_KEY: secret key of the card tokens (at least 16 bytes)")
     hmac_key_file: Path | None = Field(None, description="RISKSTREAM_HMAC_KEY_FILE: file holding that key instead (e.g. a mounted secret)")

@@ -135,6 +135,7 @@ def test_a_transaction_more_than_a_label_delay_older_than_its_terminals_newest_i
 
     outcome = apply_terminal_stage([event("t1", 10.0), event("t2", 4.0), event("t3", 2.9)], table, label_delay_days=7)
     assert outcome.late == 1  # t3, 7.1 days older than t1; t2 is 6 days older, within the label delay's slack
+    assert apply_terminal_stage([event("t3", 2.9)], table, label_delay_days=7).late == 0  # redelivered: not late again
 
 
 def test_bad_messages_become_rejects_and_good_ones_pass() -> None:
