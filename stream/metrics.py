@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -67,14 +68,14 @@ def sample_total(exposition: str, name: str, **labels: str) -> float:
 
     >>> sample_total('a_total{x="1"} 2.0\na_total{x="2"} 3.0\na_created 9.0', "a_total")
     5.0
-    >>> sample_total('a_total{x="1"} 2.0\na_total{x="2"} 3.0', "a_total", x="2")
-    3.0
+    >>> sample_total('a_total{x="1"} 2.0\na_total{x="2",source_x="1"} 3.0', "a_total", x="1")
+    2.0
     """
-    wanted = [f'{label}="{value}"' for label, value in labels.items()]
     return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in exposition.splitlines()
-        if line.split("{")[0].split(" ")[0] == name and all(pair in line.rsplit(" ", 1)[0] for pair in wanted)
+        sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
     )
 
 
