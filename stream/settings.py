@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     producer_linger_s: float = Field(0.01, ge=0.0, description="RISKSTREAM_PRODUCER_LINGER_S: how long the worker's producer gathers messages into one request")
     fetch_wait_s: float = Field(1.5, gt=0.0, description="RISKSTREAM_FETCH_WAIT_S: longest wait of the worker's consumer for a fetch (Faust fixes 1.5 s; see stream/consumer.py)")
     producer_batch_bytes: int = Field(512 * 1024, ge=1024, description="RISKSTREAM_PRODUCER_BATCH_BYTES: largest producer batch per partition")
-    producer_max_request_bytes: int = Field(1_000_000, ge=1024, description="RISKSTREAM_PRODUCER_MAX_REQUEST_BYTES: largest request the worker's producer sends, so the largest state it can write to a changelog (raise the topics' max.message.bytes with it)")
+    producer_max_request_bytes: int = Field(1_000_000, ge=1_000_000, description="RISKSTREAM_PRODUCER_MAX_REQUEST_BYTES: largest request the worker's producer sends, so the largest state it can write to a changelog (raise the topics' max.message.bytes with it; not below Kafka's default 1,000,000, which the stages' 512 KiB messages need)")
     audit_dir: Path = Field(Path("var/audit"), description="RISKSTREAM_AUDIT_DIR: the DuckDB audit store's folder")
     audit_flush_interval_s: float = Field(2.0, gt=0.0, description="RISKSTREAM_AUDIT_FLUSH_INTERVAL_S: longest time the audit writer buffers")
     audit_export_interval_s: float = Field(10.0, gt=0.0, description="RISKSTREAM_AUDIT_EXPORT_INTERVAL_S: longest time between exports to analysts' views (their staleness adds the flush interval)")

@@ -9,6 +9,7 @@ from kafka.partitioner import murmur2 as kafka_python_murmur2
 
 from stream.pipeline import card_features_of, enriched_transaction, terminal_event, terminal_of
 from stream.repartition import MAX_MESSAGE_BYTES, Repartition, partition_for
+from stream.settings import Settings
 
 
 def test_partition_is_the_one_the_producers_and_the_tables_pick() -> None:
@@ -82,3 +83,9 @@ def test_a_message_is_split_below_the_byte_limit_whatever_its_records_hold() -> 
 
     assert len(messages) > 1 and all(len(value) <= MAX_MESSAGE_BYTES for _, value in messages)
     assert [record["tx_id"] for record in cards.read(value for _, value in messages)[0]] == [f"t{index}" for index in range(500)]
+
+
+def test_the_smallest_producer_request_allowed_carries_a_stage_message_at_its_limit() -> None:
+    """An operator may raise the producer's request size for busy terminals, never lower it below the stages' need."""
+    smallest = next(bound.ge for bound in Settings.model_fields["producer_max_request_bytes"].metadata if hasattr(bound, "ge"))
+    assert smallest >= MAX_MESSAGE_BYTES + 64 * 1024  # room for the record batch's and the request's headers
