@@ -222,39 +222,34 @@ def create_app(settings: Settings) -> faust.App:
     terminal_states = BatchedTable(app.Table("terminal-state", **table_options))
     card_states = BatchedTable(app.Table("card-state", **table_options))
 
-    def send_rejects(rejects: list[Reject], source: str, messages: list[Message] | None = None) -> None:
-        """Each reject to the dead letters with why, and, given the batch's ``messages``, the key, partition and
-        offset it came with, so that it can be found and sent again once fixed."""
+    def send_rejects(rejects: list[Reject], source: str, messages: list[Message]) -> None:
+        """Each reject to the dead letters with why, and the key, partition and offset its message in the batch's
+        ``messages`` came with, so that it can be found and sent again once fixed."""
         for reject in rejects:
-            headers = {"reason": reject.reason.encode(), "error": reject.message[:1000].encode(), "source-topic": source.encode()}
+            message = messages[reject.position]
+            headers = {"reason": reject.reason.encode(), "error": reject.message[:1000].encode(), "source-topic": source.encode(),
+                       "source-partition": str(message.partition).encode(), "source-offset": str(message.offset).encode()}
             if reject.field:
                 headers["field"] = reject.field.encode()
-            key = None
-            if messages is not None:
-                message = messages[reject.position]
-                key = message.key
-                headers.update({"source-partition": str(message.partition).encode(), "source-offset": str(message.offset).encode()})
-            dead_letters.send_soon(key=key, value=reject.raw, headers=headers)
+            dead_letters.send_soon(key=message.key, value=reject.raw, headers=headers)
             metrics.DEAD_LETTERS.labels(reject.reason).inc()
         if rejects:
             logger.warning("%d message(s) from %s sent to %s", len(rejects), source, settings.dead_letter_topic)
 
-    def take(stream: faust.StreamT, with_messages: bool = False) -> faust.StreamT:
-        """A stream's batches: at most ``batch_size`` values, or events (which carry their message), waiting at
-        most ``batch_within_s``."""
-        return (stream.take_events if with_messages else stream.take)(settings.batch_size, within=settings.batch_within_s)
+    def take(stream: faust.StreamT, size: int = settings.batch_size) -> faust.StreamT:
+        """A stream's batches of events, each carrying its message (for the dead letters): at most ``size``,
+        waiting at most ``batch_within_s``."""
+        return stream.take_events(size, within=settings.batch_within_s)
 
     # Between the stages, one message holds a batch's records for one partition (stream.repartition): about
     # batch_size / partitions of them when keys spread evenly, so a stage takes `partitions` messages at a time.
     to_cards = Repartition("TransactionBatch", settings.partitions)
     to_terminals = Repartition("TerminalEventBatch", settings.partitions)
 
-    def take_repartitioned(stream: faust.StreamT) -> faust.StreamT:
-        return stream.take(settings.partitions, within=settings.batch_within_s)
-
-    def read_repartitioned(repartition: Repartition, topic: faust.TopicT, values: list[bytes]) -> list[dict]:
-        records, rejects = repartition.read(values)
-        send_rejects(rejects, topic.get_topic_name())
+    def read_repartitioned(repartition: Repartition, topic: faust.TopicT, events: list[faust.EventT]) -> list[dict]:
+        messages = [event.message for event in events]
+        records, rejects = repartition.read(message.value for message in messages)
+        send_rejects(rejects, topic.get_topic_name(), messages)
         return records
 
     def send_repartitioned(topic: faust.TopicT, messages: list[tuple[int, bytes]]) -> None:
@@ -303,7 +298,7 @@ def create_app(settings: Settings) -> faust.App:
         """
         copartitioned = await transactions_copartitioned()
         await serving.ready.wait()
-        async for events in take(stream, with_messages=True):
+        async for events in take(stream):
             now_ms = int(time.time() * 1000)
             validate = partial(validate_transaction, now_ms=now_ms)
             at_home, away = [], []
@@ -321,7 +316,7 @@ def create_app(settings: Settings) -> faust.App:
     async def ingest_feedback(stream: faust.StreamT) -> None:
         """Route fraud labels to their terminal's partition, where they update terminal risk."""
         await serving.ready.wait()
-        async for events in take(stream, with_messages=True):
+        async for events in take(stream):
             messages = [event.message for event in events]
             validate = partial(validate_feedback, now_ms=int(time.time() * 1000))
             records, rejects = decode_valid((message.value for message in messages), codecs["Feedback"], validate)
@@ -336,8 +331,8 @@ def create_app(settings: Settings) -> faust.App:
     async def rekeyed_card_stage(stream: faust.StreamT) -> None:
         """The card stage for transactions that arrived on another partition than their card's."""
         await serving.ready.wait()
-        async for values in take_repartitioned(stream):
-            await card_stage(read_repartitioned(to_cards, by_card, values))
+        async for events in take(stream, settings.partitions):
+            await card_stage(read_repartitioned(to_cards, by_card, events))
 
     @app.agent(by_terminal, name="terminal-stage")
     async def terminal_stage(stream: faust.StreamT) -> None:
@@ -345,9 +340,9 @@ def create_app(settings: Settings) -> faust.App:
         await serving.ready.wait()
         assert serving.scorer is not None
         label_delay_days = serving.scorer.artifact.label_delay_days
-        async for values in take_repartitioned(stream):
+        async for events in take(stream, settings.partitions):
             started = time.perf_counter()
-            outcome = apply_terminal_stage(read_repartitioned(to_terminals, by_terminal, values), terminal_states, label_delay_days)
+            outcome = apply_terminal_stage(read_repartitioned(to_terminals, by_terminal, events), terminal_states, label_delay_days)
             await terminal_states.flush(app)
             with metrics.SCORE_BATCH_SECONDS.time():
                 batch = await serving.score(outcome.transactions, outcome.inputs)

@@ -80,8 +80,10 @@ def test_transactions_are_scored_explained_and_audited(
         total = len(frame) + int(frame["label"].sum())
         assert produce(replay_events(frame, settings), settings, total=total, progress=False) == total
         send_raw(settings, settings.transactions_topic, bad)
+        left_over = [b"\x00\x00\x00\x00\x05" + bad[-1][5:]]  # a stage message under a retired internal schema id
+        send_raw(settings, f"{settings.app_id}-by-terminal", left_over)
         stored = services.wait_for_decisions(len(frame), timeout_s=240)
-        dead = consume_all(settings.bootstrap_servers, settings.dead_letter_topic, len(bad))
+        dead = consume_all(settings.bootstrap_servers, settings.dead_letter_topic, len(bad) + len(left_over))
         alerts = consume_all(settings.bootstrap_servers, settings.alerts_topic, 1, timeout_s=20)
         time.sleep(3)  # anything sent twice would show up in the audit store by now
         services.check_alive()
@@ -100,12 +102,13 @@ def test_transactions_are_scored_explained_and_audited(
     assert set(per_tx["tx_id"]) == set(frame["tx_id"])
     assert (per_tx["n"] == 1).all()
 
-    assert sorted(message.value for message in dead) == sorted(bad)
-    assert sample_total(exposition, "riskstream_dead_letters_total") == len(bad)
+    assert sorted(message.value for message in dead) == sorted(bad + left_over)
+    assert sample_total(exposition, "riskstream_dead_letters_total") == len(bad) + len(left_over)
     assert sample_total(exposition, "riskstream_decisions_total") == len(frame)
     assert sample_total(exposition, "riskstream_undelivered_batches_total") == 0
     headers = [dict(message.headers) for message in dead]  # why, and where each came from
     assert all(header.get("reason") and header.get("source-partition") and header.get("source-offset") for header in headers)
+    assert [header["source-topic"] for header in headers].count(f"{settings.app_id}-by-terminal".encode()) == len(left_over)
     assert sorted(header["field"] for header in headers if "field" in header) == [b"amount", b"amount", b"tx_id"]
     assert health == {"status": "ok"}
     assert ready["status"] == "ready" and all(ready["checks"].values())
