@@ -265,25 +265,26 @@ def champion_version(registry: str | Path) -> str:
 
 
 def _read_manifest(folder: Path) -> dict:
+    """The manifest, refused when edited since it was saved: its checksums cover every other file, and
+    ``manifest.sha256`` covers it (the bytes parsed are the bytes hashed). A guard against corruption and
+    mistaken edits, not against someone who may write the registry."""
     try:
-        return json.loads((folder / MANIFEST).read_text())
+        raw = (folder / MANIFEST).read_bytes()
     except FileNotFoundError as error:
         raise ModelNotFoundError(f"no model version {folder.name!r} in {folder.parent}") from error
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ModelIntegrityError(f"manifest of model {folder.name!r} is not valid JSON") from error
-
-
-def _check_manifest_digest(folder: Path) -> None:
-    """Refuse a manifest edited since it was saved: its checksums cover every other file, nothing covers it."""
     try:
         expected = (folder / MANIFEST_DIGEST).read_text().strip()
     except FileNotFoundError:
         logger.warning(
             "model %r has no %s (saved before manifests had one): its manifest is not verified", folder.name, MANIFEST_DIGEST
         )
-        return
-    if _sha256(folder / MANIFEST) != expected:
-        raise ModelIntegrityError(f"{MANIFEST} of model {folder.name!r} does not match {MANIFEST_DIGEST}")
+    else:
+        if hashlib.sha256(raw).hexdigest() != expected:
+            raise ModelIntegrityError(f"{MANIFEST} of model {folder.name!r} does not match {MANIFEST_DIGEST}")
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ModelIntegrityError(f"manifest of model {folder.name!r} is not valid JSON") from error
 
 
 def _verified(folder: Path, manifest: dict) -> ModelArtifact:
@@ -328,7 +329,6 @@ def load_artifact(registry: str | Path, version: str | None = None) -> ModelArti
     root = Path(registry)
     folder = _folder(root, version or champion_version(root))
     manifest = _read_manifest(folder)
-    _check_manifest_digest(folder)
     try:
         return _verified(folder, manifest)
     except (KeyError, TypeError, ValueError, RuntimeError, OSError, EOFError, pickle.UnpicklingError) as error:

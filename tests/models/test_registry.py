@@ -220,6 +220,8 @@ def test_an_edited_manifest_is_refused_and_one_saved_without_a_digest_loads_with
     (folder / "manifest.json").write_text(json.dumps(manifest | {"threshold_logit": -5.0}, indent=2, sort_keys=True))
     with pytest.raises(ModelIntegrityError, match="manifest"):
         load_artifact(tmp_path)
+    with pytest.raises(ModelIntegrityError, match="manifest"):  # what the audit writer reads of a model is checked too
+        manifest_of(tmp_path, artifact.version)
     (folder / "manifest.sha256").unlink()  # as saved before manifests had a digest
     with caplog.at_level("WARNING", logger="models.registry"):
         assert load_artifact(tmp_path).threshold_logit == -5.0
