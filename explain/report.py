@@ -144,8 +144,9 @@ def plot_summary(summary: ModelSummary, out_dir: str | Path, max_display: int = 
         raise ExplainError(f"model {summary.version!r} has no explained alerts in the window")
     import shap
 
-    # A reason with no value at all (a group of learned inputs) goes in as a non-numeric column: shap draws it
-    # grey, as it does a categorical feature, rather than colouring it by percentiles of nothing.
+    # A reason with no value at all (a group of learned inputs, or a feature missing from every alert) goes in as
+    # a non-numeric column: shap draws it grey, as it does a categorical feature, rather than colouring it by
+    # percentiles of nothing.
     data = summary.data.astype(np.float64)
     valueless = data.columns[data.isna().all()]
     explanation = shap.Explanation(
