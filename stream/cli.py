@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from models.exceptions import ModelError
 from stream.exceptions import StreamError
 from stream.logs import PAYLOAD_LOGGERS, keep_payloads_out_of_logs
 from stream.settings import Settings
@@ -29,13 +30,15 @@ def _settings(**overrides: object) -> Settings:
 
 
 class _Commands(click.Group):
-    """The command group: an error the stream package raises on purpose (a broker out of reach, a schema
-    mismatch) ends the command with its message and exit status 1, not a traceback."""
+    """The command group: an error the stream or models package raises on purpose (a broker out of reach, a
+    schema mismatch, too little labelled data to train on) ends the command with its message and exit status 1,
+    not a traceback. The audit and explain commands catch their packages' errors themselves: importing those
+    packages here would slow every command's start."""
 
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
-        except StreamError as error:
+        except (StreamError, ModelError) as error:
             raise click.ClickException(str(error)) from error
 
 
@@ -328,7 +331,6 @@ def models_list(registry: Path | None) -> None:
 def _registry_change(change: Callable[..., object], registry: Path | None, *args: object) -> object:
     """Run a registry change, turning a missing version into a clean error; running workers follow within
     RISKSTREAM_MODEL_POLL_INTERVAL_S."""
-    from models.exceptions import ModelError
 
     try:
         return change(_settings(model_registry=registry).model_registry, *args)
@@ -396,7 +398,6 @@ def retrain(as_of: str, label_clock: str, eval_days: int, valid_days: int, warmu
     from dataclasses import replace
 
     from audit import AuditError
-    from models.exceptions import ModelError
     from models.train import TrainConfig
     from stream.learning import retrain as run_retrain
 
@@ -421,7 +422,6 @@ def retrain(as_of: str, label_clock: str, eval_days: int, valid_days: int, warmu
 def replay(since: str, until: str, model: str | None, as_json: bool, audit_dir: Path | None, registry: Path | None) -> None:
     """Re-score stored decisions offline from their stored inputs and count those that would change."""
     from audit import AuditError
-    from models.exceptions import ModelError
     from stream.learning import replay as run_replay
 
     settings = _settings(audit_dir=audit_dir, model_registry=registry)
@@ -445,7 +445,7 @@ def replay(since: str, until: str, model: str | None, as_json: bool, audit_dir: 
 @main.command()
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("var/demo"), show_default=True)
 @click.option("--customers", default=1000, show_default=True)
-@click.option("--days", default=35, show_default=True, help="Simulated days; the last 7 are the new week.")
+@click.option("--days", default=35, show_default=True, help="Simulated days (at least 35); the last 7 are the new week.")
 @click.option("--seed", default=7, show_default=True)
 def demo(workdir: Path, customers: int, days: int, seed: int) -> None:
     """Broker, data, model, worker, alerts and SQL, end to end on this machine."""

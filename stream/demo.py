@@ -30,6 +30,9 @@ from stream.settings import Settings
 from stream.topics import create_topics
 
 NEW_WEEK_DAYS = 7
+#: Before the new week: a week whose chargebacks are not reported yet, a week of validation, a week of training and
+#: the week of warm-up whose feature windows are still filling.
+MIN_DAYS = NEW_WEEK_DAYS + 4 * 7
 MALFORMED = (b"", b"\x00\x00\x00\x00\x09garbage", b"not avro at all", b"\x02a\x02")
 
 EXAMPLE_SQL = """\
@@ -40,6 +43,8 @@ FROM decisions GROUP BY day ORDER BY day DESC LIMIT 7"""
 
 def run_demo(workdir: Path, customers: int = 1000, days: int = 35, seed: int = 7) -> int:
     """Run the demo in ``workdir`` (emptied first); returns the process exit status."""
+    if days < MIN_DAYS:
+        raise click.BadParameter(f"the demo needs at least {MIN_DAYS} days, got {days}", param_hint="'--days'")
     started = time.monotonic()
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)

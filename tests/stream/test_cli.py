@@ -82,3 +82,22 @@ def test_a_refusal_ends_the_command_with_its_reason_not_a_traceback(tmp_path: Pa
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
     assert result.output.startswith("Error: ") and "RISKSTREAM_HMAC_KEY" in result.output
     assert "Traceback" not in result.output
+
+
+def test_the_demo_runs_every_stage_and_stops_everything_it_started(tmp_path: Path) -> None:
+    """The README's first command, on fewer cards: every transaction scored, every label received, the malformed
+    messages dead-lettered, alerts explained, and the analyst's query answered."""
+    run = subprocess.run([sys.executable, "-m", "stream", "demo", "--workdir", str(tmp_path / "demo"), "--customers", "200"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    [(transactions, frauds)] = re.findall(r"simulated ([\d,]+) transactions over 35 days \(([\d,]+) frauds\)", run.stdout)
+    assert f"{transactions} of {transactions} transactions scored" in run.stdout
+    assert f"dead letters (malformed input): 4; fraud labels received: {int(frauds.replace(',', ''))};" in run.stdout
+    [alerts] = re.findall(r"new week: [\d,]+ transactions scored, ([\d,]+) alerts", run.stdout)
+    assert int(alerts.replace(",", "")) > 0 and "base value + contributions = model logit" in run.stdout
+    assert "mean_score" in run.stdout and "everything it started is stopped" in run.stdout
+
+
+def test_the_demo_refuses_too_few_days_to_train_as_on_the_new_weeks_first_day() -> None:
+    result = CliRunner().invoke(main, ["demo", "--days", "28"])
+    assert result.exit_code == 2 and "the demo needs at least 35 days, got 28" in result.output
