@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import pickle
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -229,31 +230,40 @@ def save_artifact(artifact: ModelArtifact, registry: str | Path, promote: bool =
     target = _folder(root, artifact.version)
     if target.exists():
         raise ModelError(f"model version {artifact.version!r} is already in {root}")
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{artifact.version}-"))
-    state = {name: tensor.detach().to("cpu", torch.float32).contiguous() for name, tensor in artifact.network.state_dict().items()}
-    torch.save(state, staging / WEIGHTS)
-    np.save(staging / BACKGROUND, np.asarray(artifact.background.features, dtype=np.float64))
-    np.save(staging / SEQUENCES, np.asarray(artifact.background.sequences, dtype=np.float32))
-    files = [WEIGHTS, BACKGROUND, SEQUENCES]
-    if artifact.explanation_background is not None:
-        rows, weights = artifact.explanation_background
-        np.save(staging / EXPLANATION_ROWS, np.asarray(rows, dtype=np.float64))
-        np.save(staging / EXPLANATION_WEIGHTS, np.asarray(weights, dtype=np.float64))
-        files += [EXPLANATION_ROWS, EXPLANATION_WEIGHTS]
     manifest = _manifest(artifact)
     clash = set(notes or {}) & (set(manifest) | {"sha256"})
     if clash:
         raise ModelError(f"notes may not replace manifest keys: {sorted(clash)}")
     manifest.update(notes or {})
-    manifest["sha256"] = {name: _sha256(staging / name) for name in files}
-    (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    (staging / MANIFEST_DIGEST).write_text(_sha256(staging / MANIFEST) + "\n")
-    staging.rename(target)
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{artifact.version}-"))
+    try:  # a failed save (a full disk) leaves no half-written folder behind
+        _write_files(artifact, manifest, staging)
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     logger.info("saved model %s to %s", artifact.version, target)
     if promote:
         set_champion(root, artifact.version)
     return target
+
+
+def _write_files(artifact: ModelArtifact, manifest: dict, folder: Path) -> None:
+    """The artifact's files, then its manifest with their checksums, then the manifest's digest."""
+    state = {name: tensor.detach().to("cpu", torch.float32).contiguous() for name, tensor in artifact.network.state_dict().items()}
+    torch.save(state, folder / WEIGHTS)
+    np.save(folder / BACKGROUND, np.asarray(artifact.background.features, dtype=np.float64))
+    np.save(folder / SEQUENCES, np.asarray(artifact.background.sequences, dtype=np.float32))
+    files = [WEIGHTS, BACKGROUND, SEQUENCES]
+    if artifact.explanation_background is not None:
+        rows, weights = artifact.explanation_background
+        np.save(folder / EXPLANATION_ROWS, np.asarray(rows, dtype=np.float64))
+        np.save(folder / EXPLANATION_WEIGHTS, np.asarray(weights, dtype=np.float64))
+        files += [EXPLANATION_ROWS, EXPLANATION_WEIGHTS]
+    manifest["sha256"] = {name: _sha256(folder / name) for name in files}
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    (folder / MANIFEST_DIGEST).write_text(_sha256(folder / MANIFEST) + "\n")
 
 
 def champion_version(registry: str | Path) -> str:

@@ -285,3 +285,17 @@ def test_a_version_linked_from_outside_the_registry_is_refused(tmp_path):
     with pytest.raises(ModelNotFoundError, match="outside the registry"):
         load_artifact(registry, artifact.version)
     assert load_artifact(elsewhere).version == artifact.version  # the same files, from their own registry
+
+
+def test_a_refused_or_failed_save_leaves_nothing_in_the_registry(tmp_path, monkeypatch):
+    artifact = _artifact(0)
+    with pytest.raises(ModelError, match="may not replace manifest keys"):
+        save_artifact(artifact, tmp_path, notes={"version": "mine"})
+
+    def disk_full(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(np, "save", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        save_artifact(artifact, tmp_path)
+    assert list(tmp_path.iterdir()) == []  # no staging folder, no version
