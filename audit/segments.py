@@ -119,21 +119,26 @@ class Segments:
         upgrade cut short after its columns were added (a crash, a full disk) is finished by the next open."""
         columns = {name for (name,) in self.con.execute(
             "SELECT column_name FROM duckdb_columns() WHERE table_name = $table", {"table": self.table}).fetchall()}
-        outdated = [(first, last) for first, last in self._spans() if not columns <= set(self._schema(first).names)]
-        for first, last in outdated:
+        outdated = []
+        for first, last in self._spans():
+            footer = self._footer(first)
+            if columns <= set(footer.schema.to_arrow_schema().names):
+                continue
             held = self.con.execute(f"SELECT count(*) FROM {self.table} WHERE seq BETWEEN $first AND $last",
                                     {"first": first, "last": last}).fetchone()[0]  # type: ignore[index]
-            stored = pq.read_metadata(self.directory / segment_name(first)).num_rows
-            if held < stored:  # rewriting would drop the rows the table no longer has: refuse, touch nothing
+            if held < footer.num_rows:  # rewriting would drop the rows the table no longer has: refuse, touch nothing
                 raise AuditError(f"segment {segment_name(first)} of {self.table} lacks columns that need adding, and the "
-                                 f"writer's database holds {held} of its {stored} rows (was it replaced?): not rewritten")
+                                 f"writer's database holds {held} of its {footer.num_rows} rows (was it replaced?): not rewritten")
+            outdated.append((first, last))
+        for first, last in outdated:
             self._write(first, last)
         return len(outdated)
 
-    def _schema(self, first_seq: int) -> pa.Schema:
+    def _footer(self, first_seq: int) -> pq.FileMetaData:
+        """A segment file's footer: its columns and row count."""
         path = self.directory / segment_name(first_seq)
         try:
-            return pq.read_schema(path)
+            return pq.read_metadata(path)
         except (pa.ArrowException, OSError) as exc:
             raise AuditError(f"cannot read the segment {path}: {exc}") from exc
 

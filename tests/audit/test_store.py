@@ -12,7 +12,6 @@ from datetime import datetime
 from pathlib import Path
 
 import duckdb
-import pyarrow.parquet as pq
 import pytest
 
 import audit
@@ -305,17 +304,25 @@ def test_a_store_written_before_the_newer_columns_is_upgraded_when_opened(root: 
     assert inputs.column("threshold_logit").to_pylist() == [None, None, None]  # replay derives it from the probability
 
 
-def test_an_upgrade_cut_short_is_finished_by_the_next_open(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The new columns commit before the files are rewritten: a crash in between must not leave old files."""
+def segments_before_threshold_logit(root: Path, decisions: int) -> list[Path]:
+    """A store of one decision per segment, whose files were written before decisions had threshold_logit."""
     with AuditStore(root, export_interval_s=0, segment_rows=1) as store:
-        for index in range(3):
+        for index in range(decisions):
             store.add_decisions([decision(f"t{index}")])
             store.flush()
             store.export()
+    paths = sorted((root / "segments" / "decisions").glob("*.parquet"))
+    with duckdb.connect(str(root / "writer.duckdb")) as con:
+        for path in paths:
+            con.execute(f"COPY (SELECT * EXCLUDE (threshold_logit) FROM read_parquet('{path}')) TO '{path}' (FORMAT parquet)")
+    return paths
+
+
+def test_an_upgrade_cut_short_is_finished_by_the_next_open(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The new columns commit before the files are rewritten: a crash in between must not leave old files."""
+    segments_before_threshold_logit(root, 3)
     with duckdb.connect(str(root / "writer.duckdb")) as con:
         con.execute("ALTER TABLE decisions DROP COLUMN threshold_logit")
-        for path in (root / "segments" / "decisions").glob("*.parquet"):
-            con.execute(f"COPY (SELECT * EXCLUDE (threshold_logit) FROM read_parquet('{path}')) TO '{path}' (FORMAT parquet)")
     written = []
 
     def crash_after_one(segments: Segments, first: int, last: int) -> None:
@@ -337,16 +344,9 @@ def test_an_upgrade_cut_short_is_finished_by_the_next_open(root: Path, monkeypat
 def test_an_upgrade_never_rewrites_a_segment_from_a_table_that_lost_its_rows(root: Path) -> None:
     """A writer database replaced by an empty one holds none of the old files' rows: upgrading them from it would
     empty them."""
-    with AuditStore(root, export_interval_s=0, segment_rows=1) as store:
-        for index in range(2):
-            store.add_decisions([decision(f"t{index}")])
-            store.flush()
-            store.export()
-    with duckdb.connect(str(root / "writer.duckdb")) as con:
-        for path in (root / "segments" / "decisions").glob("*.parquet"):
-            con.execute(f"COPY (SELECT * EXCLUDE (threshold_logit) FROM read_parquet('{path}')) TO '{path}' (FORMAT parquet)")
+    paths = segments_before_threshold_logit(root, 2)
     (root / "writer.duckdb").unlink()
-    files = {path: path.read_bytes() for path in (root / "segments" / "decisions").glob("*.parquet") if pq.read_metadata(path).num_rows}
+    files = {path: path.read_bytes() for path in paths}
     with pytest.raises(AuditError, match=r"holds 0 of its 1 rows \(was it replaced\?\): not rewritten"):
         AuditStore(root, export_interval_s=0, segment_rows=1)
     assert {path: path.read_bytes() for path in files} == files
