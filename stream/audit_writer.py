@@ -133,8 +133,8 @@ class AuditWriter:
         """
         batch = self.decisions.decode(values)
         newest = self.decisions.codec.registry.newest_id
-        newer = [framed_schema_id(values[index] or b"") for index, error in batch.errors
-                 if error.reason == "unknown_schema_id" and framed_schema_id(values[index] or b"") > newest]
+        unknown = [framed_schema_id(values[index] or b"") for index, error in batch.errors if error.reason == "unknown_schema_id"]
+        newer = [schema_id for schema_id in unknown if schema_id > newest]
         if newer:
             raise StreamError(f"{len(newer)} decision(s) under schema id {newer[0]}, newer than this audit writer's "
                               f"{newest}: written by newer workers? Upgrade the audit writer; it stopped before committing past them")
