@@ -11,6 +11,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from operator import itemgetter
@@ -236,6 +237,12 @@ def create_app(settings: Settings) -> faust.App:
         if rejects:
             logger.warning("%d message(s) from %s sent to %s", len(rejects), source, settings.dead_letter_topic)
 
+    def accept(messages: list[Message], read: Callable[[Iterable[bytes]], tuple[list[dict], list[Reject]]], source: str) -> list[dict]:
+        """The records ``read`` makes of the messages' values; the messages it rejects go to the dead letters."""
+        records, rejects = read(message.value for message in messages)
+        send_rejects(rejects, source, messages)
+        return records
+
     def take(stream: faust.StreamT, size: int = settings.batch_size) -> faust.StreamT:
         """A stream's batches of events, each carrying its message (for the dead letters): at most ``size``,
         waiting at most ``batch_within_s``."""
@@ -246,11 +253,6 @@ def create_app(settings: Settings) -> faust.App:
     to_cards = Repartition("TransactionBatch", settings.partitions)
     to_terminals = Repartition("TerminalEventBatch", settings.partitions)
 
-    def read_repartitioned(repartition: Repartition, topic: faust.TopicT, events: list[faust.EventT]) -> list[dict]:
-        messages = [event.message for event in events]
-        records, rejects = repartition.read(message.value for message in messages)
-        send_rejects(rejects, topic.get_topic_name(), messages)
-        return records
 
     def send_repartitioned(topic: faust.TopicT, messages: list[tuple[int, bytes]]) -> None:
         for partition, value in messages:
@@ -299,12 +301,11 @@ def create_app(settings: Settings) -> faust.App:
         copartitioned = await transactions_copartitioned()
         await serving.ready.wait()
         async for events in take(stream):
-            now_ms = int(time.time() * 1000)
-            validate = partial(validate_transaction, now_ms=now_ms)
+            validate = partial(validate_transaction, now_ms=int(time.time() * 1000))
+            read = partial(decode_valid, codec=codecs["Transaction"], validate=validate)
             at_home, away = [], []
             for partition, messages in _messages_by_partition(events).items():
-                records, rejects = decode_valid((message.value for message in messages), codecs["Transaction"], validate)
-                send_rejects(rejects, settings.transactions_topic, messages)
+                records = accept(messages, read, settings.transactions_topic)
                 for record in records:
                     home = copartitioned and partition_for(record["card_id"].encode(), settings.partitions) == partition
                     (at_home if home else away).append(record)
@@ -317,10 +318,9 @@ def create_app(settings: Settings) -> faust.App:
         """Route fraud labels to their terminal's partition, where they update terminal risk."""
         await serving.ready.wait()
         async for events in take(stream):
-            messages = [event.message for event in events]
             validate = partial(validate_feedback, now_ms=int(time.time() * 1000))
-            records, rejects = decode_valid((message.value for message in messages), codecs["Feedback"], validate)
-            send_rejects(rejects, settings.feedback_topic, messages)
+            read = partial(decode_valid, codec=codecs["Feedback"], validate=validate)
+            records = accept([event.message for event in events], read, settings.feedback_topic)
             routable = [record for record in records if record.get("terminal_id")]
             metrics.LABELS.labels("unroutable").inc(len(records) - len(routable))
             labels = [terminal_event(feedback=record) for record in routable]
@@ -332,7 +332,7 @@ def create_app(settings: Settings) -> faust.App:
         """The card stage for transactions that arrived on another partition than their card's."""
         await serving.ready.wait()
         async for events in take(stream, settings.partitions):
-            await card_stage(read_repartitioned(to_cards, by_card, events))
+            await card_stage(accept([event.message for event in events], to_cards.read, by_card.get_topic_name()))
 
     @app.agent(by_terminal, name="terminal-stage")
     async def terminal_stage(stream: faust.StreamT) -> None:
@@ -342,7 +342,8 @@ def create_app(settings: Settings) -> faust.App:
         label_delay_days = serving.scorer.artifact.label_delay_days
         async for events in take(stream, settings.partitions):
             started = time.perf_counter()
-            outcome = apply_terminal_stage(read_repartitioned(to_terminals, by_terminal, events), terminal_states, label_delay_days)
+            events_in = accept([event.message for event in events], to_terminals.read, by_terminal.get_topic_name())
+            outcome = apply_terminal_stage(events_in, terminal_states, label_delay_days)
             await terminal_states.flush(app)
             with metrics.SCORE_BATCH_SECONDS.time():
                 batch = await serving.score(outcome.transactions, outcome.inputs)
